@@ -1,0 +1,93 @@
+package fanout
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+)
+
+var (
+	// ErrTaskTimeout is the cause of an attempt that ran past the deadline
+	// set by [WithTaskTimeout]. The key's error matches it with [errors.Is],
+	// and so does its context's [context.Cause].
+	ErrTaskTimeout = errors.New("fanout: task timed out")
+
+	// ErrRunTimeout is the cause reported to every unfinished key when the
+	// deadline set by [WithTimeout] passes.
+	ErrRunTimeout = errors.New("fanout: run timed out")
+
+	// ErrSkipped marks a key whose task never started because the run had
+	// already stopped. The key's error also wraps the reason the run
+	// stopped, so errors.Is reaches both.
+	ErrSkipped = errors.New("fanout: task skipped")
+
+	// ErrStopped is the cause given to the tasks still running when an
+	// aggregator decided early or a Stream's consumer stopped ranging.
+	ErrStopped = errors.New("fanout: run stopped early")
+
+	// ErrBudgetExceeded is the reason keys are skipped once the spending
+	// reported through [Spend] passes the maximum set by [WithBudget].
+	ErrBudgetExceeded = errors.New("fanout: budget exceeded")
+)
+
+// TaskError ties a failed key to its error. Run joins one TaskError per
+// failed key, in input order; errors.Is and errors.As reach Err through it.
+type TaskError struct {
+	Key string
+	Err error
+}
+
+func (e *TaskError) Error() string { return fmt.Sprintf("fanout: task %q: %v", e.Key, e.Err) }
+
+// Unwrap returns the task's error.
+func (e *TaskError) Unwrap() error { return e.Err }
+
+// PanicError is the error of a task that panicked. Value is what was passed
+// to panic and Stack the panicking goroutine's stack, without its header.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func newPanicError(v any) *PanicError {
+	stack := debug.Stack()
+	// The first line is "goroutine N [running]:", which differs between
+	// runs and says nothing about where the panic came from.
+	if line := bytes.IndexByte(stack, '\n'); line >= 0 {
+		stack = stack[line+1:]
+	}
+	return &PanicError{Value: v, Stack: stack}
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("fanout: task panicked: %v", e.Value) }
+
+// Unwrap returns the panic value if it is an error, so errors.Is can match
+// a task that panicked with a sentinel.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+// skipped is the error of a key that never started.
+func skipped(cause error) error {
+	if cause == nil || errors.Is(cause, ErrSkipped) {
+		return ErrSkipped
+	}
+	return fmt.Errorf("%w: %w", ErrSkipped, cause)
+}
+
+// withCause replaces a bare context error returned by a task with one that
+// also says why its context ended, so callers never see a plain
+// "context canceled".
+func withCause(ctx context.Context, err error) error {
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	cause := context.Cause(ctx)
+	if cause == nil || errors.Is(err, cause) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", cause, err)
+}

@@ -1,0 +1,209 @@
+// Package fanout runs keyed tasks concurrently and collects every key's
+// value or error.
+//
+// A run takes a slice of [Task] values, each with a unique Key and a Do
+// function, and returns one [Result] per key: the value, the task's own
+// error, a timeout, a recovered panic, or [ErrSkipped] for a task that never
+// started because the run had stopped. Partial results are normal: one
+// failed key never loses another key's value.
+//
+// There are four entry points:
+//
+//   - [Run] waits for every key and returns them as [*Results], by key and
+//     in input order.
+//   - [Stream] yields Results in completion order; breaking out of the loop
+//     cancels the rest. [StreamSeq] does the same for a lazy source of
+//     tasks, in memory bounded by the limit rather than the task count.
+//   - [Map] applies one function to many inputs.
+//   - [Gather] folds Results into an [Aggregator] (a vote, a quorum, the
+//     first success, a reduction, ...) that may stop the run early.
+//
+// Options bound the run: [WithLimit] and [WithSemaphore] cap concurrency,
+// [WithTaskTimeout] and [WithTimeout] set deadlines, [WithFailFast] stops at
+// the first failure, [WithRetry], [WithRateLimit] and [WithHedge] deal with
+// flaky, rate-limited and slow-tailed services, [WithBudget] caps spending
+// and [WithObserver] watches it all.
+//
+// No goroutine started by a run outlives the call that started it: tasks
+// that ignore their context are waited for.
+package fanout
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"strconv"
+)
+
+// Task is one keyed unit of work.
+type Task[T any] struct {
+	// Key names the task; it must be non-empty and unique within a run.
+	Key string
+	// Do does the work. It should return promptly when ctx is done; if
+	// it does not, the run waits for it all the same.
+	Do func(ctx context.Context) (T, error)
+	// Weight is the task's vote in weighted aggregators; zero means 1.
+	Weight float64
+	// Priority orders the start of tasks when slots are scarce: higher
+	// starts first, equal priorities keep input order.
+	Priority int
+	// Tokens is charged to the limiters of WithRateLimit on each attempt,
+	// for instance the estimated tokens of an LLM call; zero means 1.
+	Tokens int
+}
+
+// Run runs every task and returns when each has a Result.
+//
+// The error is nil if every task succeeded. Otherwise it joins the
+// [*TaskError] of each failed key in input order, and the *Results still
+// holds every key's outcome. Invalid input — an empty or duplicate key, a
+// nil Do, a bad option — is reported before any task starts, with a nil
+// *Results.
+//
+// Without per-task timeouts Run costs about 100 ns and no allocation per
+// task beyond the Result itself (see BENCHMARKS.md).
+func Run[T any](ctx context.Context, tasks []Task[T], opts ...Option) (*Results[T], error) {
+	cfg := newConfig(opts)
+	index, err := validate(cfg, tasks)
+	if err != nil {
+		return nil, err
+	}
+	rs := &Results[T]{list: make([]Result[T], len(tasks)), index: index}
+	if len(tasks) > 0 {
+		r := newRun(ctx, cfg, sliceSource(tasks, cfg), len(tasks))
+		r.results = rs.list
+		r.runAll()
+	}
+	return rs, rs.Err()
+}
+
+// Map calls fn once per input, concurrently, and returns the Results keyed
+// by the inputs' indexes ("0", "1", ...).
+func Map[In, T any](ctx context.Context, inputs []In, fn func(context.Context, In) (T, error), opts ...Option) (*Results[T], error) {
+	if fn == nil {
+		return nil, fmt.Errorf("fanout: Map: nil function")
+	}
+	tasks := make([]Task[T], len(inputs))
+	for i, in := range inputs {
+		tasks[i] = Task[T]{
+			Key: strconv.Itoa(i),
+			Do:  func(ctx context.Context) (T, error) { return fn(ctx, in) },
+		}
+	}
+	return Run(ctx, tasks, opts...)
+}
+
+// Stream validates tasks and options, and returns a sequence that runs the
+// tasks when ranged over and yields each Result as it completes. Breaking
+// out of the loop cancels the tasks still running, with cause
+// [ErrStopped], and waits for them before the loop ends. Each range runs
+// the tasks anew.
+func Stream[T any](ctx context.Context, tasks []Task[T], opts ...Option) (iter.Seq[Result[T]], error) {
+	cfg := newConfig(opts)
+	if _, err := validate(cfg, tasks); err != nil {
+		return nil, err
+	}
+	return func(yield func(Result[T]) bool) {
+		if len(tasks) == 0 {
+			return
+		}
+		newRun(ctx, cfg, sliceSource(tasks, cfg), len(tasks)).stream(yield)
+	}, nil
+}
+
+// StreamSeq is [Stream] over a lazy source of tasks: tasks are pulled only
+// as slots free up, so memory stays bounded by the limit however many
+// tasks the source yields. It needs [WithLimit] or [WithSemaphore].
+//
+// Keys are not checked for uniqueness, since that would hold every key in
+// memory; a task with an empty key or nil Do fails with its own Result.
+// Priority is ignored: tasks start in source order. The source is pulled
+// from one goroutine at a time.
+func StreamSeq[T any](ctx context.Context, tasks iter.Seq[Task[T]], opts ...Option) (iter.Seq[Result[T]], error) {
+	cfg := newConfig(opts)
+	if err := validateOptions(cfg); err != nil {
+		return nil, err
+	}
+	if tasks == nil {
+		return nil, fmt.Errorf("fanout: StreamSeq: nil task source")
+	}
+	if cfg.limit == 0 && cfg.sem == nil {
+		return nil, fmt.Errorf("fanout: StreamSeq needs WithLimit or WithSemaphore to bound memory")
+	}
+	return func(yield func(Result[T]) bool) {
+		src := lazySource(tasks)
+		defer src.stop()
+		newRun(ctx, cfg, src, -1).stream(yield)
+	}, nil
+}
+
+// Gather runs the tasks and folds their Results, in completion order, into
+// agg. When agg.Add reports that it has decided, the tasks still running
+// are cancelled with cause [ErrStopped] and the tasks not yet started are
+// skipped; their Results still reach agg.Add, so every key is accounted
+// for. Gather then returns agg.Result.
+func Gather[T, R any](ctx context.Context, tasks []Task[T], agg Aggregator[T, R], opts ...Option) (R, error) {
+	var zero R
+	if agg == nil {
+		return zero, fmt.Errorf("fanout: Gather: nil Aggregator")
+	}
+	cfg := newConfig(opts)
+	if _, err := validate(cfg, tasks); err != nil {
+		return zero, err
+	}
+	if b, ok := agg.(interface{ Begin([]Task[T]) }); ok {
+		b.Begin(tasks)
+	}
+	if len(tasks) > 0 {
+		r := newRun(ctx, cfg, sliceSource(tasks, cfg), len(tasks))
+		decided := false
+		r.collect(func(res Result[T]) {
+			if !decided && agg.Add(res) {
+				decided = true
+				r.cancel(ErrStopped)
+			} else if decided {
+				agg.Add(res)
+			}
+		})
+	}
+	return agg.Result(ctx)
+}
+
+func validateOptions(cfg *config) error {
+	if len(cfg.errs) > 0 {
+		return cfg.errs[0]
+	}
+	return nil
+}
+
+// validate checks options and tasks, and returns the key index.
+func validate[T any](cfg *config, tasks []Task[T]) (map[string]int, error) {
+	if err := validateOptions(cfg); err != nil {
+		return nil, err
+	}
+	index := make(map[string]int, len(tasks))
+	for i, t := range tasks {
+		if err := validateTask(i, t); err != nil {
+			return nil, err
+		}
+		if j, dup := index[t.Key]; dup {
+			return nil, fmt.Errorf("fanout: duplicate key %q (tasks %d and %d)", t.Key, j, i)
+		}
+		index[t.Key] = i
+	}
+	return index, nil
+}
+
+func validateTask[T any](i int, t Task[T]) error {
+	switch {
+	case t.Key == "":
+		return fmt.Errorf("fanout: task %d: empty Key", i)
+	case t.Do == nil:
+		return fmt.Errorf("fanout: task %q: nil Do", t.Key)
+	case t.Weight < 0:
+		return fmt.Errorf("fanout: task %q: negative Weight %v", t.Key, t.Weight)
+	case t.Tokens < 0:
+		return fmt.Errorf("fanout: task %q: negative Tokens %d", t.Key, t.Tokens)
+	}
+	return nil
+}

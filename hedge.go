@@ -1,0 +1,218 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// HedgePolicy says when to start a second copy of a slow attempt. The
+// first copy to succeed wins; the other is cancelled and waited for.
+type HedgePolicy struct {
+	// Delay starts the copy once an attempt has run this long.
+	Delay time.Duration
+	// Quantile, if set (0.95 for the p95), starts the copy once an attempt
+	// has run longer than that quantile of this run's successful attempts
+	// so far. Until HedgeMinSamples attempts have succeeded, Delay is used
+	// if set; otherwise the attempt waits for the estimate.
+	Quantile float64
+	// MaxExtra caps the copies at this fraction of the run's tasks; zero
+	// means 0.1. The cap stops new copies only, never running ones.
+	MaxExtra float64
+}
+
+// HedgeMinSamples is how many successful attempts a quantile hedge needs
+// before it trusts its estimate.
+const HedgeMinSamples = 10
+
+// WithHedge runs a second copy of any attempt still running after the
+// delay p gives (see [HedgePolicy]): a backup request, as in "The Tail at
+// Scale". Each copy waits on the run's rate limiters and counts in
+// Result.Attempts and Result.Hedges.
+func WithHedge(p HedgePolicy) Option {
+	return func(c *config) {
+		switch {
+		case p.Delay < 0:
+			c.invalid("WithHedge: negative Delay %v", p.Delay)
+		case p.Quantile < 0 || p.Quantile >= 1:
+			c.invalid("WithHedge: Quantile %v is outside [0, 1)", p.Quantile)
+		case p.Delay == 0 && p.Quantile == 0:
+			c.invalid("WithHedge: set Delay or Quantile")
+		case p.MaxExtra < 0:
+			c.invalid("WithHedge: negative MaxExtra %v", p.MaxExtra)
+		default:
+			c.hedge = &p
+		}
+	}
+}
+
+// hedger keeps a run's hedging state: the latency sample and the budget.
+type hedger struct {
+	policy  HedgePolicy
+	total   int // tasks in the run; -1 when lazy
+	started atomic.Int64
+	extra   atomic.Int64
+
+	mu       sync.Mutex
+	samples  []time.Duration // ring of recent successful latencies
+	n        int             // samples recorded in all
+	estimate time.Duration
+	sortedAt int
+	ready    chan struct{} // closed once the estimate is usable
+}
+
+const hedgeWindow = 1024
+
+func newHedger(p HedgePolicy, total int) *hedger {
+	if p.MaxExtra == 0 {
+		p.MaxExtra = 0.1
+	}
+	return &hedger{policy: p, total: total, ready: make(chan struct{})}
+}
+
+func (h *hedger) record(d time.Duration) {
+	if h.policy.Quantile == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.samples) < hedgeWindow {
+		h.samples = append(h.samples, d)
+	} else {
+		h.samples[h.n%hedgeWindow] = d
+	}
+	h.n++
+	// Sorting the window on every sample would cost more than the calls
+	// it hedges; refresh the estimate every sample early on, then every
+	// 32.
+	if h.n >= HedgeMinSamples && (h.n < 64 || h.n-h.sortedAt >= 32) {
+		sorted := slices.Clone(h.samples)
+		slices.Sort(sorted)
+		h.estimate = sorted[int(h.policy.Quantile*float64(len(sorted)-1))]
+		h.sortedAt = h.n
+		if h.n == HedgeMinSamples {
+			close(h.ready)
+		}
+	}
+}
+
+// delay returns how long an attempt runs before it is hedged, or false if
+// that is not known yet.
+func (h *hedger) delay() (time.Duration, bool) {
+	if h.policy.Quantile > 0 {
+		h.mu.Lock()
+		d, n := h.estimate, h.n
+		h.mu.Unlock()
+		if n >= HedgeMinSamples {
+			return d, true
+		}
+	}
+	return h.policy.Delay, h.policy.Delay > 0
+}
+
+// take claims one copy from the budget.
+func (h *hedger) take() bool {
+	tasks := int64(h.total)
+	if tasks < 0 {
+		tasks = h.started.Load()
+	}
+	allowed := int64(h.policy.MaxExtra * float64(tasks))
+	for {
+		n := h.extra.Load()
+		if n >= allowed {
+			return false
+		}
+		if h.extra.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+var errLostRace = errors.New("fanout: another copy of the attempt succeeded first")
+
+// hedged makes the n-th attempt of t, starting a copy if it runs past the
+// hedge delay, and returns the first success, or the first error if both
+// copies fail.
+func (r *run[T]) hedged(ctx context.Context, t Task[T], n int, res *Result[T]) (T, error) {
+	type outcome struct {
+		v    T
+		err  error
+		wait time.Duration
+	}
+	h := r.hedger
+	h.started.Add(1)
+	hctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan outcome, 2)
+	go func() {
+		v, err := r.try(hctx, t, AttemptInfo{Key: t.Key, Attempt: n})
+		done <- outcome{v: v, err: err}
+	}()
+	running := 1
+	start := time.Now()
+
+	var timer *time.Timer
+	var fire <-chan time.Time
+	var ready <-chan struct{}
+	arm := func(d time.Duration) {
+		timer = time.NewTimer(max(d-time.Since(start), 0))
+		fire = timer.C
+	}
+	if d, ok := h.delay(); ok {
+		arm(d)
+	} else {
+		ready = h.ready
+	}
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+
+	var first *outcome
+	for running > 0 {
+		select {
+		case o := <-done:
+			running--
+			res.LimiterWait += o.wait
+			fire, ready = nil, nil // a finished attempt is not hedged
+			if o.err == nil {
+				cancel(errLostRace)
+				for ; running > 0; running-- {
+					res.LimiterWait += (<-done).wait
+				}
+				return o.v, nil
+			}
+			if first == nil {
+				first = &o
+			}
+		case <-ready:
+			ready = nil
+			if d, ok := h.delay(); ok {
+				arm(d)
+			}
+		case <-fire:
+			fire = nil
+			if hctx.Err() != nil || !h.take() {
+				continue
+			}
+			res.Attempts++
+			res.Hedges++
+			running++
+			r.obs.hedge(ctx, HedgeInfo{Key: t.Key, Attempt: n, After: time.Since(start)})
+			go func() {
+				wait, err := r.limiterWait(hctx, t, n)
+				if err != nil {
+					done <- outcome{err: err, wait: wait}
+					return
+				}
+				v, err := r.try(hctx, t, AttemptInfo{Key: t.Key, Attempt: n, Hedge: true})
+				done <- outcome{v: v, err: err, wait: wait}
+			}()
+		}
+	}
+	return first.v, first.err
+}

@@ -1,0 +1,77 @@
+package fanout
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// HTTPError is a failed HTTP response, as [CheckResponse] reports it.
+// Delay is what the server asked to wait before trying again, zero if it
+// did not say.
+type HTTPError struct {
+	StatusCode int
+	Status     string
+	Delay      time.Duration
+}
+
+func (e *HTTPError) Error() string {
+	if e.Delay > 0 {
+		return fmt.Sprintf("fanout: HTTP %s (retry after %v)", e.Status, e.Delay)
+	}
+	return "fanout: HTTP " + e.Status
+}
+
+// RetryAfter returns the delay the server asked for; [WithRetry] waits that
+// long before the next attempt.
+func (e *HTTPError) RetryAfter() time.Duration { return e.Delay }
+
+// CheckResponse returns nil for a response with a status below 400, and an
+// [*HTTPError] otherwise, with the delay from its Retry-After header (in
+// seconds or as an HTTP date) or retry-after-ms header. Client errors that
+// another try cannot fix — every 4xx but 408, 425 and 429 — are wrapped in
+// backoff.Permanent so [WithRetry] does not repeat them; errors.As still
+// finds the *HTTPError.
+func CheckResponse(resp *http.Response) error {
+	if resp.StatusCode < 400 {
+		return nil
+	}
+	err := &HTTPError{StatusCode: resp.StatusCode, Status: resp.Status, Delay: retryAfter(resp.Header, time.Now())}
+	if err.Status == "" {
+		err.Status = strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
+	}
+	switch code := resp.StatusCode; {
+	case code >= 500, code == http.StatusRequestTimeout, code == http.StatusTooEarly,
+		code == http.StatusTooManyRequests:
+		return err
+	}
+	return backoff.Permanent(err)
+}
+
+// retryAfter reads the server's requested delay: retry-after-ms (as some
+// LLM APIs send) first, then Retry-After as seconds or an HTTP date.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	if ms := strings.TrimSpace(h.Get("Retry-After-Ms")); ms != "" {
+		if v, err := strconv.ParseFloat(ms, 64); err == nil && v > 0 {
+			return time.Duration(v * float64(time.Millisecond))
+		}
+	}
+	ra := strings.TrimSpace(h.Get("Retry-After"))
+	if ra == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseFloat(ra, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(secs * float64(time.Second))
+	}
+	if at, err := http.ParseTime(ra); err == nil {
+		return max(at.Sub(now), 0)
+	}
+	return 0
+}

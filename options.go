@@ -1,0 +1,102 @@
+package fanout
+
+import (
+	"fmt"
+	"time"
+)
+
+// An Option configures a run. Options are plain values: one built once may
+// be passed to any number of runs.
+type Option func(*config)
+
+type config struct {
+	limit       int
+	sem         *Semaphore
+	taskTimeout time.Duration
+	timeout     time.Duration
+	failFast    bool
+	retry       *RetryPolicy
+	limiters    []limiterUse
+	hedge       *HedgePolicy
+	budget      Cost
+	observers   []*Observer
+	errs        []error // bad option values, reported by Run
+}
+
+func (c *config) invalid(format string, args ...any) {
+	c.errs = append(c.errs, fmt.Errorf("fanout: "+format, args...))
+}
+
+func newConfig(opts []Option) *config {
+	c := &config{}
+	for _, opt := range opts {
+		if opt == nil {
+			c.invalid("nil Option")
+			continue
+		}
+		opt(c)
+	}
+	return c
+}
+
+// WithLimit runs at most n tasks of the run at once. Zero, the default,
+// means no limit: every task starts at once.
+func WithLimit(n int) Option {
+	return func(c *config) {
+		if n < 0 {
+			c.invalid("WithLimit(%d): limit must not be negative", n)
+			return
+		}
+		c.limit = n
+	}
+}
+
+// WithSemaphore caps the tasks in flight across every run that shares s,
+// as well as any WithLimit of this run. A task that itself calls Run with
+// the same semaphore does not deadlock: the nested run may use the slot
+// its calling task holds, so it always makes progress.
+func WithSemaphore(s *Semaphore) Option {
+	return func(c *config) {
+		if s == nil {
+			c.invalid("WithSemaphore(nil): semaphore must not be nil")
+			return
+		}
+		c.sem = s
+	}
+}
+
+// WithTaskTimeout gives each attempt of each task its own deadline of d.
+// An attempt that runs past it fails with an error matching
+// [ErrTaskTimeout]; its context's cause is ErrTaskTimeout as well. A task
+// that ignores its context is still waited for, and keeps its value if it
+// returns one without error.
+func WithTaskTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d < 0 {
+			c.invalid("WithTaskTimeout(%v): timeout must not be negative", d)
+			return
+		}
+		c.taskTimeout = d
+	}
+}
+
+// WithTimeout bounds the whole run by d. When it passes, running tasks are
+// cancelled with cause [ErrRunTimeout] and tasks not yet started are
+// skipped.
+func WithTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d < 0 {
+			c.invalid("WithTimeout(%v): timeout must not be negative", d)
+			return
+		}
+		c.timeout = d
+	}
+}
+
+// WithFailFast stops the run at the first failed key, as errgroup does:
+// running tasks are cancelled with that key's *TaskError as the cause and
+// tasks not yet started are skipped. By default a run collects every
+// key's outcome.
+func WithFailFast() Option {
+	return func(c *config) { c.failFast = true }
+}
