@@ -43,7 +43,7 @@ func Spend(ctx context.Context, c Cost) {
 func WithBudget(max Cost) Option {
 	return func(c *config) {
 		if max.Tokens < 0 || max.Cents < 0 || max == (Cost{}) {
-			c.invalid("WithBudget(%+v): budget must be positive", max)
+			c.invalid("WithBudget(Cost{Tokens: %d, Cents: %v}): budget must be positive", max.Tokens, max.Cents)
 			return
 		}
 		c.budget = max

@@ -53,10 +53,19 @@ type PanicError struct {
 
 func newPanicError(v any) *PanicError {
 	stack := debug.Stack()
-	// The first line is "goroutine N [running]:", which differs between
-	// runs and says nothing about where the panic came from.
-	if line := bytes.IndexByte(stack, '\n'); line >= 0 {
-		stack = stack[line+1:]
+	// Start the stack at the function that panicked: drop the goroutine
+	// header, which differs between runs, and the frames of the recovery
+	// itself, up to the runtime's panic frame and its file line.
+	if i := bytes.Index(stack, []byte("\npanic(")); i >= 0 {
+		rest := stack[i+1:]
+		for range 2 {
+			if j := bytes.IndexByte(rest, '\n'); j >= 0 {
+				rest = rest[j+1:]
+			}
+		}
+		stack = rest
+	} else if i := bytes.IndexByte(stack, '\n'); i >= 0 {
+		stack = stack[i+1:]
 	}
 	return &PanicError{Value: v, Stack: stack}
 }

@@ -191,10 +191,12 @@ func (r *run[T]) end() {
 }
 
 // work claims and runs tasks until the source is exhausted. Once the run
-// has stopped, the tasks it claims are recorded as skipped.
+// has stopped, the tasks of a slice are claimed and recorded as skipped, so
+// every key has its Result; a lazy source, which may be endless, is no
+// longer pulled.
 func (r *run[T]) work() {
 	w := &worker[T]{Context: r.ctx, run: r}
-	for {
+	for !r.lazy || r.ctx.Err() == nil {
 		t, i, ok := r.src.claim()
 		if !ok {
 			break
