@@ -64,7 +64,7 @@ type reduce[T, R any] struct {
 	fn  func(R, Result[T]) R
 }
 
-func (a *reduce[T, R]) Add(r Result[T]) bool                { a.acc = a.fn(a.acc, r); return false }
+func (a *reduce[T, R]) Add(r Result[T]) bool              { a.acc = a.fn(a.acc, r); return false }
 func (a *reduce[T, R]) Result(context.Context) (R, error) { return a.acc, nil }
 
 // Collect returns an Aggregator that waits for every key, then calls fn

@@ -90,11 +90,11 @@ type run[T any] struct {
 	obs      *Observer
 	plain    bool // no retry, hedge, limiter, timeout or observer: the fast path
 
-	results []Result[T]      // Run: each worker writes its key's slot
-	emit    chan Result[T]   // Stream and Gather: completion order
-	live    atomic.Int32     // workers still running, for closing emit
-	tally   runTally         // counts for the observer's RunDone
-	release []func()         // undone when the run ends
+	results []Result[T]    // Run: each worker writes its key's slot
+	emit    chan Result[T] // Stream and Gather: completion order
+	live    atomic.Int32   // workers still running, for closing emit
+	tally   runTally       // counts for the observer's RunDone
+	release []func()       // undone when the run ends
 }
 
 func newRun[T any](ctx context.Context, cfg *config, src source[T], total int) *run[T] {
