@@ -43,7 +43,8 @@ type RetryPolicy struct {
 // context's cause and the last attempt's error. An error that has a
 // RetryAfter() time.Duration method with a positive result (see
 // [CheckResponse]) sets the next wait in place of the backoff, and pauses
-// the run's rate limiters for everyone for that long (see [Throttle]).
+// the run's rate limiters for everyone for that long (see [Throttle]); it
+// does not advance the backoff schedule.
 func WithRetry(p RetryPolicy) Option {
 	return func(c *config) {
 		switch {
