@@ -1,0 +1,174 @@
+package fanout_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gofanout/fanout"
+)
+
+// replica returns a task whose i-th call takes latencies[i] (the last one
+// repeats), and counts the calls cancelled before they finished.
+func replica(key string, cancelled *atomic.Int32, latencies ...time.Duration) fanout.Task[string] {
+	var calls atomic.Int32
+	return fanout.Task[string]{Key: key, Do: func(ctx context.Context) (string, error) {
+		n := int(calls.Add(1)) - 1
+		d := latencies[min(n, len(latencies)-1)]
+		select {
+		case <-time.After(d):
+			return fmt.Sprintf("%s#%d", key, n+1), nil
+		case <-ctx.Done():
+			cancelled.Add(1)
+			return "", context.Cause(ctx)
+		}
+	}}
+}
+
+func TestHedge(t *testing.T) {
+	t.Run("starts a copy exactly at the delay; the first success wins and the loser is cancelled", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var cancelled atomic.Int32
+			var hedges []fanout.HedgeInfo
+			start := time.Now()
+			rs, err := fanout.Run(context.Background(), []fanout.Task[string]{
+				replica("slow", &cancelled, 10*time.Second, time.Second),
+			}, fanout.WithHedge(fanout.HedgePolicy{Delay: 2 * time.Second, MaxExtra: 1}),
+				fanout.WithObserver(&fanout.Observer{Hedge: func(_ context.Context, h fanout.HedgeInfo) { hedges = append(hedges, h) }}))
+			require.NoError(t, err)
+			assert.Equal(t, 3*time.Second, time.Since(start), "copy started at 2s and took 1s")
+			r := rs.All()[0]
+			assert.Equal(t, "slow#2", r.Value)
+			assert.Equal(t, 2, r.Attempts)
+			assert.Equal(t, 1, r.Hedges)
+			assert.Equal(t, int32(1), cancelled.Load(), "the first copy was cancelled and waited for")
+			require.Len(t, hedges, 1)
+			assert.Equal(t, 2*time.Second, hedges[0].After)
+		})
+	})
+	t.Run("an attempt faster than the delay is not hedged", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var cancelled atomic.Int32
+			rs, err := fanout.Run(context.Background(), []fanout.Task[string]{replica("fast", &cancelled, time.Second)},
+				fanout.WithHedge(fanout.HedgePolicy{Delay: 2 * time.Second, MaxExtra: 1}))
+			require.NoError(t, err)
+			assert.Equal(t, 1, rs.All()[0].Attempts)
+			assert.Zero(t, rs.All()[0].Hedges)
+		})
+	})
+	t.Run("the budget stops new copies, never running ones", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var cancelled atomic.Int32
+			tasks := make([]fanout.Task[string], 20)
+			for i := range tasks {
+				tasks[i] = replica(fmt.Sprint(i), &cancelled, 10*time.Second, time.Second)
+			}
+			rs, err := fanout.Run(context.Background(), tasks, fanout.WithHedge(fanout.HedgePolicy{Delay: time.Second, MaxExtra: 0.1}))
+			require.NoError(t, err)
+			hedged := 0
+			for _, r := range rs.All() {
+				hedged += r.Hedges
+				if r.Hedges == 1 {
+					assert.Equal(t, 2*time.Second, r.Elapsed)
+				} else {
+					assert.Equal(t, 10*time.Second, r.Elapsed, "unhedged keys run to the end")
+				}
+			}
+			assert.Equal(t, 2, hedged, "10% of 20 tasks")
+		})
+	})
+	t.Run("if both copies fail, the key gets the first error", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var calls atomic.Int32
+			rs, _ := fanout.Run(context.Background(), []fanout.Task[string]{{Key: "k", Do: func(context.Context) (string, error) {
+				n := calls.Add(1)
+				time.Sleep(time.Duration(4-n) * time.Second) // first call 3s, copy 2s
+				return "", fmt.Errorf("failure %d", n)
+			}}}, fanout.WithHedge(fanout.HedgePolicy{Delay: 2 * time.Second, MaxExtra: 1}))
+			r := rs.All()[0]
+			assert.EqualError(t, r.Err, "failure 1")
+			assert.Equal(t, 2, r.Attempts)
+			assert.Equal(t, 4*time.Second, r.Elapsed)
+		})
+	})
+	t.Run("hedges after the observed p95 once enough attempts succeeded", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var cancelled atomic.Int32
+			var mu sync.Mutex
+			var after []time.Duration
+			tasks := make([]fanout.Task[string], 40)
+			for i := range tasks {
+				d := 100 * time.Millisecond * time.Duration(1+i%10) // 100ms..1s
+				if i == 39 {
+					d = time.Hour
+				}
+				tasks[i] = replica(fmt.Sprint(i), &cancelled, d, 100*time.Millisecond)
+			}
+			rs, err := fanout.Run(context.Background(), tasks, fanout.WithHedge(fanout.HedgePolicy{Quantile: 0.95, MaxExtra: 0.05}),
+				fanout.WithObserver(&fanout.Observer{Hedge: func(_ context.Context, h fanout.HedgeInfo) {
+					mu.Lock()
+					after = append(after, h.After)
+					mu.Unlock()
+				}}))
+			require.NoError(t, err)
+			slow, _ := rs.Get("39")
+			assert.Equal(t, 1, slow.Hedges, "the one-hour call was hedged")
+			assert.Less(t, slow.Elapsed, 2*time.Second)
+			for _, a := range after {
+				// The estimate settles on the p95 of the sample seen so
+				// far, which is at most the slowest normal call.
+				assert.LessOrEqual(t, a, time.Second)
+				assert.GreaterOrEqual(t, a, 300*time.Millisecond)
+			}
+			assert.LessOrEqual(t, len(after), 2, "5% of 40")
+		})
+	})
+	t.Run("a hedged copy also honours the per-task timeout", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var cancelled atomic.Int32
+			rs, _ := fanout.Run(context.Background(), []fanout.Task[string]{replica("k", &cancelled, time.Hour)},
+				fanout.WithHedge(fanout.HedgePolicy{Delay: time.Second, MaxExtra: 1}), fanout.WithTaskTimeout(3*time.Second))
+			r := rs.All()[0]
+			assert.True(t, errors.Is(r.Err, fanout.ErrTaskTimeout), r.Err)
+			assert.Equal(t, 4*time.Second, r.Elapsed, "the copy started at 1s timed out at 4s")
+		})
+	})
+}
+
+func TestBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tasks := make([]fanout.Task[int], 5)
+		for i := range tasks {
+			tasks[i] = fanout.Task[int]{Key: fmt.Sprint("call", i), Do: func(ctx context.Context) (int, error) {
+				time.Sleep(time.Second)
+				fanout.Spend(ctx, fanout.Cost{Tokens: 60})
+				fanout.Spend(ctx, fanout.Cost{Tokens: 40, Cents: 0.5})
+				return i, nil
+			}}
+		}
+		rs, err := fanout.Run(context.Background(), tasks, fanout.WithBudget(fanout.Cost{Tokens: 250}), fanout.WithLimit(1))
+		require.Error(t, err)
+		assert.Equal(t, fanout.Cost{Tokens: 300, Cents: 1.5}, rs.Cost())
+		for i, r := range rs.All() {
+			if i < 3 {
+				assert.NoError(t, r.Err)
+				assert.Equal(t, fanout.Cost{Tokens: 100, Cents: 0.5}, r.Cost)
+				continue
+			}
+			assert.ErrorIs(t, r.Err, fanout.ErrSkipped, r.Key)
+			assert.ErrorIs(t, r.Err, fanout.ErrBudgetExceeded, r.Key)
+			assert.Zero(t, r.Attempts)
+		}
+	})
+	t.Run("Spend outside a task does nothing", func(t *testing.T) {
+		fanout.Spend(context.Background(), fanout.Cost{Tokens: 1})
+	})
+}
