@@ -153,26 +153,28 @@ func each(obs []*Observer, f func(*Observer)) {
 // cost a result.
 func ignorePanic() { _ = recover() }
 
-func (o *Observer) runStart(ctx context.Context, n int) context.Context {
+func (o *Observer) runStart(ctx context.Context, n int) (out context.Context) {
+	out = ctx // kept if the hook panics
 	if o == nil || o.RunStart == nil {
-		return ctx
+		return out
 	}
 	defer ignorePanic()
 	if c := o.RunStart(ctx, n); c != nil {
-		return c
+		out = c
 	}
-	return ctx
+	return out
 }
 
-func (o *Observer) attemptStart(ctx context.Context, a AttemptInfo) context.Context {
+func (o *Observer) attemptStart(ctx context.Context, a AttemptInfo) (out context.Context) {
+	out = ctx // kept if the hook panics
 	if o == nil || o.AttemptStart == nil {
-		return ctx
+		return out
 	}
 	defer ignorePanic()
 	if c := o.AttemptStart(ctx, a); c != nil {
-		return c
+		out = c
 	}
-	return ctx
+	return out
 }
 
 func (o *Observer) taskStart(ctx context.Context, key string) {
