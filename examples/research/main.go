@@ -49,6 +49,7 @@ type options struct {
 	taskTimeout time.Duration
 	timeout     time.Duration
 	verbose     bool
+	profiles    []profile // simulated sources; nil means demoProfiles
 }
 
 func main() {
@@ -102,7 +103,11 @@ func parseSource(s string) (Source, error) {
 func run(ctx context.Context, w io.Writer, o options) error {
 	sources := o.urls
 	if len(sources) == 0 {
-		local, stop, err := localSources(demoProfiles(), o.seed)
+		profiles := o.profiles
+		if profiles == nil {
+			profiles = demoProfiles()
+		}
+		local, stop, err := localSources(profiles, o.seed)
 		if err != nil {
 			return err
 		}

@@ -33,5 +33,7 @@ func (t memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := req.Context().Err(); err != nil {
 		return nil, err
 	}
-	return rec.Result(), nil
+	resp := rec.Result()
+	resp.Request = req
+	return resp, nil
 }

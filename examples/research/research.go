@@ -142,7 +142,10 @@ func fetcher(client *http.Client, s Source, q string) func(context.Context) (Ans
 		if err != nil {
 			return Answer{}, fmt.Errorf("research: reading %s: %w", s.Name, err)
 		}
-		return Answer{Hits: hits(resp.Request.URL.String(), body), Bytes: len(body)}, nil
+		if resp.Request != nil {
+			req = resp.Request // the last of any redirects
+		}
+		return Answer{Hits: hits(req.URL.String(), body), Bytes: len(body)}, nil
 	}
 }
 
