@@ -1,0 +1,203 @@
+package fanout_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/gofanout/fanout"
+)
+
+// These benchmarks guard the hot path. Each reports ns and allocs per
+// task, and the baselines (a hand-written worker floor and the
+// errgroup+map+timeout code users write today) run in the same process so
+// that figures compare as ratios.
+
+var sizes = []int{1000, 100_000}
+
+const benchLimit = 8
+
+func trivial(context.Context) (int, error) { return 1, nil }
+
+func benchTasks(n int) []fanout.Task[int] {
+	tasks := make([]fanout.Task[int], n)
+	for i := range tasks {
+		tasks[i] = fanout.Task[int]{Key: strconv.Itoa(i), Do: trivial}
+	}
+	return tasks
+}
+
+func perTask(b *testing.B, n int) {
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/task")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkFloor is the least a fan-out can cost: a fixed set of workers
+// claiming indices with an atomic counter, results into a slice.
+func BenchmarkFloor(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
+			tasks := benchTasks(n)
+			b.ReportAllocs()
+			for b.Loop() {
+				vals := make([]int, n)
+				errs := make([]error, n)
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				for range benchLimit {
+					wg.Go(func() {
+						for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+							vals[i], errs[i] = tasks[i].Do(context.Background())
+						}
+					})
+				}
+				wg.Wait()
+			}
+			perTask(b, n)
+		})
+	}
+}
+
+func BenchmarkRun(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
+			tasks := benchTasks(n)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := fanout.Run(ctx, tasks, fanout.WithLimit(benchLimit)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			perTask(b, n)
+		})
+	}
+}
+
+// BenchmarkRunObserverUnset and BenchmarkRunObserverEmpty show what an
+// observer costs: nothing when unset.
+func BenchmarkRunObserverEmpty(b *testing.B) {
+	tasks := benchTasks(1000)
+	ctx := context.Background()
+	obs := fanout.WithObserver(&fanout.Observer{})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := fanout.Run(ctx, tasks, fanout.WithLimit(benchLimit), obs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perTask(b, 1000)
+}
+
+// BenchmarkHandRolled is what users write today for keyed results with
+// per-task timeouts: errgroup, a mutex-guarded map, and a timeout each.
+func BenchmarkHandRolled(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
+			tasks := benchTasks(n)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				var mu sync.Mutex
+				vals := make(map[string]int, n)
+				errs := make(map[string]error)
+				g, gctx := errgroup.WithContext(ctx)
+				g.SetLimit(benchLimit)
+				for _, t := range tasks {
+					g.Go(func() error {
+						tctx, cancel := context.WithTimeout(gctx, time.Minute)
+						defer cancel()
+						v, err := t.Do(tctx)
+						mu.Lock()
+						defer mu.Unlock()
+						if err != nil {
+							errs[t.Key] = err
+						} else {
+							vals[t.Key] = v
+						}
+						return nil
+					})
+				}
+				_ = g.Wait()
+			}
+			perTask(b, n)
+		})
+	}
+}
+
+func BenchmarkRunTaskTimeout(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
+			tasks := benchTasks(n)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				rs, err := fanout.Run(ctx, tasks, fanout.WithLimit(benchLimit), fanout.WithTaskTimeout(time.Minute))
+				if err != nil {
+					b.Fatal(err)
+				}
+				_ = rs.Values()
+			}
+			perTask(b, n)
+		})
+	}
+}
+
+func BenchmarkStream(b *testing.B) {
+	tasks := benchTasks(1000)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		seq, err := fanout.Stream(ctx, tasks, fanout.WithLimit(benchLimit))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range seq {
+		}
+	}
+	perTask(b, 1000)
+}
+
+func BenchmarkStreamSeq(b *testing.B) {
+	ctx := context.Background()
+	src := func(yield func(fanout.Task[int]) bool) {
+		for i := range 1000 {
+			if !yield(fanout.Task[int]{Key: "k", Do: trivial}) {
+				return
+			}
+			_ = i
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		seq, err := fanout.StreamSeq(ctx, src, fanout.WithLimit(benchLimit))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range seq {
+		}
+	}
+	perTask(b, 1000)
+}
+
+func BenchmarkVote(b *testing.B) {
+	tasks := make([]fanout.Task[int], 1000)
+	for i := range tasks {
+		tasks[i] = fanout.Task[int]{Key: strconv.Itoa(i), Do: func(context.Context) (int, error) { return i % 3, nil }}
+	}
+	ctx := context.Background()
+	pick := func(v int) int { return v }
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := fanout.Gather(ctx, tasks, fanout.Vote(pick), fanout.WithLimit(benchLimit)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perTask(b, 1000)
+}
