@@ -315,3 +315,90 @@ func TestRetryAfterSecondsOverLoopback(t *testing.T) {
 		t.Errorf("answered after %v, sooner than the 1s it was told to wait", got)
 	}
 }
+
+// TestRetryAfterSecondsOverLoopbackInABubble: the same against a real
+// server on 127.0.0.1, with the client in a synctest bubble, so the 1s
+// wait is fake time. The server runs outside the bubble. The fake clock
+// stands still while a bubbled goroutine is in network I/O, which is not
+// durably blocking, so the server's real latency costs no fake time; for
+// the same reason keep-alives are off, since a connection idling on its
+// socket would stop the clock for good.
+func TestRetryAfterSecondsOverLoopbackInABubble(t *testing.T) {
+	sources, stop, err := localSources([]profile{onceTooMany("Retry-After", "1")}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	synctest.Test(t, func(t *testing.T) {
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		ev := newEvents()
+		r, err := research(context.Background(), sources, testConfig(client, time.Minute, ev.observer()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkRetriedOnce(t, r, ev, time.Second)
+		if got := source(t, r, "once").Elapsed; got != time.Second {
+			t.Errorf("answered after %v of fake time, want exactly 1s", got)
+		}
+	})
+}
+
+func TestQueryURL(t *testing.T) {
+	tests := []struct{ give, want string }{
+		{give: "http://127.0.0.1:1/search", want: "http://127.0.0.1:1/search?q=tail+latency%2Fp99"},
+		{give: "https://example.org/s?lang=en", want: "https://example.org/s?lang=en&q=tail+latency%2Fp99"},
+		{give: "https://example.org/w?search={q}&go=1", want: "https://example.org/w?search=tail+latency%2Fp99&go=1"},
+	}
+	for _, tt := range tests {
+		if got := queryURL(tt.give, "tail latency/p99"); got != tt.want {
+			t.Errorf("queryURL(%q) = %q, want %q", tt.give, got, tt.want)
+		}
+	}
+}
+
+func TestHits(t *testing.T) {
+	tests := []struct {
+		name string
+		give string
+		want []Hit
+	}{
+		{name: "json", give: `{"hits":[{"title":"a","url":"u1"},{"title":"b","url":"u2"}]}`,
+			want: []Hit{{"a", "u1"}, {"b", "u2"}}},
+		{name: "html title", give: "<html><head><TITLE>\n  Tail  latency\n</TITLE></head></html>",
+			want: []Hit{{"Tail latency", "https://src"}}},
+		{name: "first line", give: "\n plain answer \nmore", want: []Hit{{"plain answer", "https://src"}}},
+		{name: "empty", give: "  ", want: nil},
+	}
+	for _, tt := range tests {
+		if got := hits("https://src", []byte(tt.give)); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: hits = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestMergeRanksAgreementFirst(t *testing.T) {
+	ok := func(key string, urls ...string) fanout.Result[Answer] {
+		var a Answer
+		for _, u := range urls {
+			a.Hits = append(a.Hits, Hit{Title: u, URL: u})
+		}
+		return fanout.Result[Answer]{Key: key, Value: a}
+	}
+	results := []fanout.Result[Answer]{
+		ok("a", "x", "y", "z"),
+		ok("b", "y", "w"),
+		{Key: "c", Err: errors.New("down")},
+		ok("d", "w", "y", "y"), // a repeated hit counts once per source
+	}
+	got := merge(results)
+	var urls []string
+	for _, m := range got {
+		urls = append(urls, m.URL)
+	}
+	if want := []string{"y", "w", "x", "z"}; !slices.Equal(urls, want) {
+		t.Errorf("merged order %v, want %v", urls, want)
+	}
+	if want := []string{"a", "b", "d"}; !slices.Equal(got[0].Sources, want) {
+		t.Errorf("y found by %v, want %v", got[0].Sources, want)
+	}
+}
