@@ -32,6 +32,7 @@ import (
 	"context"
 	"fmt"
 	"iter"
+	"slices"
 	"strconv"
 )
 
@@ -187,10 +188,12 @@ func validate[T any](cfg *config, tasks []Task[T]) (map[string]int, error) {
 		if err := validateTask(i, t); err != nil {
 			return nil, err
 		}
-		if j, dup := index[t.Key]; dup {
+		// One map operation per key: a duplicate leaves the map short.
+		index[t.Key] = i
+		if len(index) != i+1 {
+			j := slices.IndexFunc(tasks, func(u Task[T]) bool { return u.Key == t.Key })
 			return nil, fmt.Errorf("fanout: duplicate key %q (tasks %d and %d)", t.Key, j, i)
 		}
-		index[t.Key] = i
 	}
 	return index, nil
 }

@@ -194,7 +194,11 @@ func (r *run[T]) attempt(ctx context.Context, t Task[T], n int, res *Result[T]) 
 // try makes one call of t under the per-attempt deadline.
 func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo) (T, error) {
 	ctx = r.obs.attemptStart(ctx, info)
-	start := time.Now()
+	timed := r.obs != nil || r.hedger != nil
+	var start time.Duration
+	if timed {
+		start = monotime()
+	}
 	actx := ctx
 	if d := r.cfg.taskTimeout; d > 0 {
 		var cancel context.CancelFunc
@@ -202,11 +206,13 @@ func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo) (T, error
 		defer cancel()
 	}
 	v, err := call(actx, t)
-	info.Elapsed, info.Err = time.Since(start), err
-	if err == nil && r.hedger != nil {
-		r.hedger.record(info.Elapsed)
+	if timed {
+		info.Elapsed, info.Err = monotime()-start, err
+		if err == nil && r.hedger != nil {
+			r.hedger.record(info.Elapsed)
+		}
+		r.obs.attemptDone(ctx, info)
 	}
-	r.obs.attemptDone(ctx, info)
 	return v, err
 }
 
