@@ -76,4 +76,5 @@ func (s *spending) exceeded() bool {
 	return s.total().reaches(s.max)
 }
 
+// String formats c as "N tokens, C¢".
 func (c Cost) String() string { return fmt.Sprintf("%d tokens, %.2f¢", c.Tokens, c.Cents) }

@@ -39,6 +39,7 @@ type TaskError struct {
 	Err error
 }
 
+// Error names the key and its error.
 func (e *TaskError) Error() string { return fmt.Sprintf("fanout: task %q: %v", e.Key, e.Err) }
 
 // Unwrap returns the task's error.
@@ -70,6 +71,7 @@ func newPanicError(v any) *PanicError {
 	return &PanicError{Value: v, Stack: stack}
 }
 
+// Error gives the panic value; the stack is in Stack.
 func (e *PanicError) Error() string { return fmt.Sprintf("fanout: task panicked: %v", e.Value) }
 
 // Unwrap returns the panic value if it is an error, so errors.Is can match

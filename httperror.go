@@ -19,6 +19,7 @@ type HTTPError struct {
 	Delay      time.Duration
 }
 
+// Error gives the status and any requested delay.
 func (e *HTTPError) Error() string {
 	if e.Delay > 0 {
 		return fmt.Sprintf("fanout: HTTP %s (retry after %v)", e.Status, e.Delay)
