@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"sync"
 	"time"
 
@@ -108,6 +109,10 @@ func brief(err error) string {
 		return "run timed out"
 	case errors.Is(err, fanout.ErrSkipped):
 		return "skipped"
+	}
+	var ue *url.Error // "Get URL: ..." says what the table already does
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
 	}
 	return err.Error()
 }

@@ -54,6 +54,9 @@ func outcome(s SourceReport, maxWait time.Duration) string {
 	var head string
 	if s.OK() {
 		head = fmt.Sprintf("ok, %d hits", len(s.Value.Hits))
+		if len(s.Value.Hits) == 1 {
+			head = "ok, 1 hit"
+		}
 	} else {
 		head = "FAILED: " + brief(s.Err)
 		if he := httpError(s.Err); he != nil && he.Delay > maxWait {
