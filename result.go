@@ -26,8 +26,6 @@ type Result[T any] struct {
 	LimiterWait time.Duration
 	// Cost is what the task reported through Spend.
 	Cost Cost
-	// Weight is the task's Weight, 1 when the task left it zero.
-	Weight float64
 }
 
 // OK reports whether the task succeeded.

@@ -229,10 +229,7 @@ func (r *run[T]) work() {
 func (r *run[T]) do(w *worker[T], t Task[T], i int, res *Result[T]) {
 	// res is zero on entry: set fields one by one rather than copy a
 	// whole Result, which costs a bulk write barrier per task.
-	res.Key, res.Index, res.Weight = t.Key, i, t.Weight
-	if res.Weight == 0 {
-		res.Weight = 1
-	}
+	res.Key, res.Index = t.Key, i
 	if r.lazy {
 		if err := validateTask(i, t); err != nil {
 			res.Err = err

@@ -32,7 +32,8 @@ func Vote[T any, V comparable](pick func(T) V) Aggregator[T, Tally[V]] {
 	return &vote[T, V]{pick: pick, counts: make(map[V]float64), first: make(map[V]int), remaining: -1}
 }
 
-// WeightedVote is [Vote] with each key's vote worth its Task.Weight.
+// WeightedVote is [Vote] with each key's vote worth its Task.Weight, which
+// it learns from the tasks Gather shows it before the run.
 func WeightedVote[T any, V comparable](pick func(T) V) Aggregator[T, Tally[V]] {
 	v := Vote[T, V](pick).(*vote[T, V])
 	v.weighted = true
@@ -44,6 +45,7 @@ type vote[T any, V comparable] struct {
 	weighted  bool
 	counts    map[V]float64
 	first     map[V]int // lowest input index voting for each outcome
+	weights   []float64 // by task index, from Begin; nil means 1 each
 	remaining float64   // votes still to come; -1 if unknown
 	total     float64
 	failed    failures
@@ -51,17 +53,23 @@ type vote[T any, V comparable] struct {
 	stopped   int
 }
 
-func (v *vote[T, V]) weight(w float64) float64 {
-	if !v.weighted || w == 0 {
-		return 1
+func (v *vote[T, V]) weight(index int) float64 {
+	if index < len(v.weights) {
+		return v.weights[index]
 	}
-	return w
+	return 1
 }
 
 func (v *vote[T, V]) Begin(tasks []Task[T]) {
+	if v.weighted {
+		v.weights = make([]float64, len(tasks))
+		for i, t := range tasks {
+			v.weights[i] = cmpOr(t.Weight, 1)
+		}
+	}
 	v.remaining = 0
-	for _, t := range tasks {
-		v.remaining += v.weight(t.Weight)
+	for i := range tasks {
+		v.remaining += v.weight(i)
 	}
 }
 
@@ -70,7 +78,7 @@ func (v *vote[T, V]) Add(r Result[T]) bool {
 		v.stopped++
 		return true
 	}
-	w := v.weight(r.Weight)
+	w := v.weight(r.Index)
 	if v.remaining >= 0 {
 		v.remaining -= w
 	}
