@@ -53,8 +53,13 @@ func (j *journal) of(key string) ([]fanout.RetryInfo, bool) {
 // liveObserver prints retries, hedges and long limiter waits to w as they
 // happen, each line stamped with the time since the run started.
 func liveObserver(w io.Writer) *fanout.Observer {
+	type hedgeKey struct {
+		key     string
+		attempt int
+	}
 	var mu sync.Mutex
 	var start time.Time
+	hedging := map[hedgeKey]bool{} // hedges started whose limiter wait is not reported yet
 	printf := func(key, format string, args ...any) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -77,6 +82,9 @@ func liveObserver(w io.Writer) *fanout.Observer {
 			printf(r.Key, "attempt %d: %s -> retry in %v (backoff)", r.Attempt, brief(r.Err), round(r.Wait))
 		},
 		Hedge: func(_ context.Context, h fanout.HedgeInfo) {
+			mu.Lock()
+			hedging[hedgeKey{h.Key, h.Attempt}] = true
+			mu.Unlock()
 			printf(h.Key, "attempt %d still running after %v -> hedge started", h.Attempt, round(h.After))
 		},
 		AttemptDone: func(_ context.Context, a fanout.AttemptInfo) {
@@ -85,8 +93,18 @@ func liveObserver(w io.Writer) *fanout.Observer {
 			}
 		},
 		LimiterWait: func(_ context.Context, wi fanout.WaitInfo) {
+			// WaitInfo does not say whether a hedged copy waited; the
+			// only wait for an attempt after its Hedge hook is the copy's.
+			who := fmt.Sprintf("attempt %d", wi.Attempt)
+			mu.Lock()
+			k := hedgeKey{wi.Key, wi.Attempt}
+			if hedging[k] {
+				delete(hedging, k)
+				who += "'s hedge"
+			}
+			mu.Unlock()
 			if wi.Wait >= 10*time.Millisecond {
-				printf(wi.Key, "attempt %d waited %v on the shared limiter", wi.Attempt, round(wi.Wait))
+				printf(wi.Key, "%s waited %v on the shared limiter", who, round(wi.Wait))
 			}
 		},
 	}
