@@ -1,0 +1,354 @@
+// Package fanoutotel reports fanout runs to OpenTelemetry: a span per run,
+// a child span per attempt, and metrics on tasks, attempts, rate-limiter
+// waits, retries and hedges.
+//
+// It lives in its own module so that the core fanout module does not depend
+// on OpenTelemetry. Pass the Observer it builds to a run:
+//
+//	obs := fanoutotel.Observer() // global providers
+//	res, err := fanout.Run(ctx, tasks, fanout.WithObserver(obs))
+//
+// The attempt's span is in the context the task's Do receives, so the
+// spans of the HTTP client, database driver or nested fan-out that Do starts
+// are its children, and a nested run's span hangs under the attempt that
+// started it.
+//
+// # Spans
+//
+// "fanout.run" covers a run, from before its first task to after its last.
+// It carries fanout.tasks at start, and the run's totals at the end
+// (fanout.succeeded, fanout.failed, fanout.skipped, fanout.attempts,
+// fanout.hedges); its status is Error when some key failed, not counting
+// the keys skipped or cancelled because the run stopped early.
+// Retries and hedges are events on it, since they happen between attempts.
+//
+// "fanout.attempt" covers one call of a task's Do, hedged copies included.
+// Its attributes are fanout.key, fanout.attempt (1 for the first try),
+// fanout.hedge, fanout.limiter_wait (seconds spent on the rate limiters just
+// before the call) and fanout.outcome: "ok", "error", or "cancelled" for an
+// attempt the run called off (a hedge that lost the race, a run stopped by
+// an aggregator). A failed attempt has its error recorded and status Error;
+// a cancelled one has its cause recorded and no Error status.
+//
+// # Metrics
+//
+//   - fanout.tasks (counter, {task}): keys done, by fanout.outcome "ok",
+//     "error", "skipped" (never started because the run had stopped) or
+//     "cancelled" (stopped by an aggregator that had decided, or by a
+//     Stream's consumer, with cause [fanout.ErrStopped]).
+//   - fanout.attempt.duration (histogram, s): each call of Do, by
+//     fanout.outcome and fanout.hedge.
+//   - fanout.attempts.in_flight (up-down counter, {attempt}): calls of Do
+//     running right now.
+//   - fanout.limiter.wait (histogram, s): each wait on the rate limiters.
+//   - fanout.retries (counter, {retry}): retries about to wait.
+//   - fanout.hedges (counter, {hedge}): hedged copies started.
+//
+// Keys are never metric attributes, since there may be millions of them;
+// they are on the spans. [WithAttributes] adds attributes of your own (the
+// name of the fan-out, say) to the run span and to every data point.
+//
+// An Observer is safe for concurrent use, and one Observer may watch any
+// number of runs at once, nested ones included.
+package fanoutotel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/gofanout/fanout"
+)
+
+// ScopeName is the instrumentation scope of the tracer and meter.
+const ScopeName = "github.com/gofanout/fanout/otel"
+
+// Attribute keys of the spans and metrics.
+const (
+	KeyTasks       = attribute.Key("fanout.tasks")
+	KeyKey         = attribute.Key("fanout.key")
+	KeyAttempt     = attribute.Key("fanout.attempt")
+	KeyHedge       = attribute.Key("fanout.hedge")
+	KeyLimiterWait = attribute.Key("fanout.limiter_wait")
+	KeyOutcome     = attribute.Key("fanout.outcome")
+	KeyWait        = attribute.Key("fanout.wait")
+	KeyAfter       = attribute.Key("fanout.after")
+	KeySucceeded   = attribute.Key("fanout.succeeded")
+	KeyFailed      = attribute.Key("fanout.failed")
+	KeySkipped     = attribute.Key("fanout.skipped")
+	KeyAttempts    = attribute.Key("fanout.attempts")
+	KeyHedges      = attribute.Key("fanout.hedges")
+)
+
+// Outcomes, the values of [KeyOutcome].
+const (
+	OutcomeOK        = "ok"
+	OutcomeError     = "error"
+	OutcomeSkipped   = "skipped"
+	OutcomeCancelled = "cancelled"
+)
+
+// An Option configures [Observer].
+type Option func(*config)
+
+type config struct {
+	tp    trace.TracerProvider
+	mp    metric.MeterProvider
+	attrs []attribute.KeyValue
+}
+
+// WithTracerProvider sets the provider of the tracer; the default is the
+// global one, otel.GetTracerProvider.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *config) { c.tp = tp }
+}
+
+// WithMeterProvider sets the provider of the meter; the default is the
+// global one, otel.GetMeterProvider.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(c *config) { c.mp = mp }
+}
+
+// WithAttributes adds attrs to the run span and to every metric data point,
+// to tell one fan-out from another. Keep them of low cardinality.
+func WithAttributes(attrs ...attribute.KeyValue) Option {
+	return func(c *config) { c.attrs = append(c.attrs, attrs...) }
+}
+
+// Observer returns a [fanout.Observer] that traces and measures the runs it
+// is given to. It panics if an instrument cannot be created, which only a
+// broken MeterProvider does.
+func Observer(opts ...Option) *fanout.Observer {
+	c := config{}
+	for _, o := range opts {
+		o(&c)
+	}
+	if c.tp == nil {
+		c.tp = otel.GetTracerProvider()
+	}
+	if c.mp == nil {
+		c.mp = otel.GetMeterProvider()
+	}
+	o, err := newObserver(c)
+	if err != nil {
+		panic("fanoutotel: " + err.Error())
+	}
+	return o.hooks()
+}
+
+type observer struct {
+	tracer trace.Tracer
+	attrs  []attribute.KeyValue
+	set    metric.MeasurementOption // attrs as a metric option
+
+	tasks       metric.Int64Counter
+	duration    metric.Float64Histogram
+	inFlight    metric.Int64UpDownCounter
+	limiterWait metric.Float64Histogram
+	retries     metric.Int64Counter
+	hedges      metric.Int64Counter
+}
+
+func newObserver(c config) (*observer, error) {
+	m := c.mp.Meter(ScopeName)
+	o := &observer{
+		tracer: c.tp.Tracer(ScopeName),
+		attrs:  c.attrs,
+		set:    metric.WithAttributeSet(attribute.NewSet(c.attrs...)),
+	}
+	var errs [6]error
+	o.tasks, errs[0] = m.Int64Counter("fanout.tasks", metric.WithUnit("{task}"),
+		metric.WithDescription("Keys done, by outcome: ok, error, or skipped (never started)."))
+	o.duration, errs[1] = m.Float64Histogram("fanout.attempt.duration", metric.WithUnit("s"),
+		metric.WithDescription("Duration of each call of a task's Do."))
+	o.inFlight, errs[2] = m.Int64UpDownCounter("fanout.attempts.in_flight", metric.WithUnit("{attempt}"),
+		metric.WithDescription("Calls of a task's Do running now."))
+	o.limiterWait, errs[3] = m.Float64Histogram("fanout.limiter.wait", metric.WithUnit("s"),
+		metric.WithDescription("Time spent waiting on the rate limiters before an attempt."))
+	o.retries, errs[4] = m.Int64Counter("fanout.retries", metric.WithUnit("{retry}"),
+		metric.WithDescription("Failed attempts about to be retried."))
+	o.hedges, errs[5] = m.Int64Counter("fanout.hedges", metric.WithUnit("{hedge}"),
+		metric.WithDescription("Hedged copies of slow attempts started."))
+	return o, errors.Join(errs[:]...)
+}
+
+// runKey and attemptKey hold this package's state in the contexts the run
+// hands back to the hooks, so that another observer's spans in between
+// cannot be mistaken for ours.
+type (
+	runKey     struct{}
+	attemptKey struct{}
+)
+
+// runState is one run's span and the limiter waits not yet claimed by the
+// attempt they preceded.
+type runState struct {
+	span   trace.Span
+	failed atomic.Int64 // keys with outcome "error"
+	mu     sync.Mutex
+	waits  map[waitKey]float64 // seconds
+}
+
+type waitKey struct {
+	key     string
+	attempt int
+}
+
+// putWait notes a wait before an attempt; the attempt's start takes it.
+// The waits of one key are sequential (a hedged copy waits only once the
+// attempt it copies has started), so key and attempt number suffice.
+func (s *runState) putWait(k waitKey, secs float64) {
+	s.mu.Lock()
+	s.waits[k] = secs
+	s.mu.Unlock()
+}
+
+func (s *runState) takeWait(k waitKey) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	secs, ok := s.waits[k]
+	if ok {
+		delete(s.waits, k)
+	}
+	return secs
+}
+
+func stateOf(ctx context.Context) *runState {
+	s, _ := ctx.Value(runKey{}).(*runState)
+	return s
+}
+
+func (o *observer) hooks() *fanout.Observer {
+	return &fanout.Observer{
+		RunStart:     o.runStart,
+		AttemptStart: o.attemptStart,
+		AttemptDone:  o.attemptDone,
+		Retry:        o.retry,
+		Hedge:        o.hedge,
+		LimiterWait:  o.waited,
+		TaskDone:     o.taskDone,
+		RunDone:      o.runDone,
+	}
+}
+
+func (o *observer) runStart(ctx context.Context, tasks int) context.Context {
+	attrs := append([]attribute.KeyValue{KeyTasks.Int(tasks)}, o.attrs...)
+	ctx, span := o.tracer.Start(ctx, "fanout.run", trace.WithAttributes(attrs...))
+	return context.WithValue(ctx, runKey{}, &runState{span: span, waits: map[waitKey]float64{}})
+}
+
+func (o *observer) runDone(ctx context.Context, s fanout.RunSummary) {
+	st := stateOf(ctx)
+	if st == nil {
+		return
+	}
+	st.span.SetAttributes(KeySucceeded.Int(s.Succeeded), KeyFailed.Int(s.Failed), KeySkipped.Int(s.Skipped),
+		KeyAttempts.Int(s.Attempts), KeyHedges.Int(s.Hedges))
+	if failed := st.failed.Load(); failed > 0 {
+		st.span.SetStatus(codes.Error, fmt.Sprintf("%d of %d keys failed", failed, s.Tasks))
+	}
+	st.span.End()
+}
+
+func (o *observer) attemptStart(ctx context.Context, a fanout.AttemptInfo) context.Context {
+	var wait float64
+	if st := stateOf(ctx); st != nil {
+		wait = st.takeWait(waitKey{a.Key, a.Attempt})
+	}
+	ctx, span := o.tracer.Start(ctx, "fanout.attempt", trace.WithAttributes(
+		KeyKey.String(a.Key), KeyAttempt.Int(a.Attempt), KeyHedge.Bool(a.Hedge), KeyLimiterWait.Float64(wait)))
+	o.inFlight.Add(ctx, 1, o.set)
+	return context.WithValue(ctx, attemptKey{}, span)
+}
+
+func (o *observer) attemptDone(ctx context.Context, a fanout.AttemptInfo) {
+	o.inFlight.Add(ctx, -1, o.set)
+	outcome := attemptOutcome(ctx, a.Err)
+	o.duration.Record(ctx, a.Elapsed.Seconds(), o.set,
+		metric.WithAttributes(KeyOutcome.String(outcome), KeyHedge.Bool(a.Hedge)))
+	span, ok := ctx.Value(attemptKey{}).(trace.Span)
+	if !ok {
+		return
+	}
+	span.SetAttributes(KeyOutcome.String(outcome))
+	switch outcome {
+	case OutcomeError:
+		span.RecordError(a.Err)
+		span.SetStatus(codes.Error, a.Err.Error())
+	case OutcomeCancelled:
+		span.RecordError(a.Err)
+	}
+	span.End()
+}
+
+// attemptOutcome tells an attempt that failed on its own from one the run
+// called off: ctx, the attempt's context without its per-attempt deadline,
+// ends only when the run, a won hedge race or an aggregator stops it.
+func attemptOutcome(ctx context.Context, err error) string {
+	switch {
+	case err == nil:
+		return OutcomeOK
+	case ctx.Err() != nil && !errors.Is(err, fanout.ErrTaskTimeout):
+		return OutcomeCancelled
+	default:
+		return OutcomeError
+	}
+}
+
+func (o *observer) waited(ctx context.Context, w fanout.WaitInfo) {
+	o.limiterWait.Record(ctx, w.Wait.Seconds(), o.set)
+	if st := stateOf(ctx); st != nil && w.Err == nil {
+		st.putWait(waitKey{w.Key, w.Attempt}, w.Wait.Seconds())
+	}
+}
+
+func (o *observer) retry(ctx context.Context, r fanout.RetryInfo) {
+	o.retries.Add(ctx, 1, o.set)
+	if st := stateOf(ctx); st != nil {
+		attrs := []attribute.KeyValue{KeyKey.String(r.Key), KeyAttempt.Int(r.Attempt), KeyWait.Float64(r.Wait.Seconds())}
+		if r.Err != nil {
+			attrs = append(attrs, attribute.String("exception.message", r.Err.Error()))
+		}
+		st.span.AddEvent("fanout.retry", trace.WithAttributes(attrs...))
+	}
+}
+
+func (o *observer) hedge(ctx context.Context, h fanout.HedgeInfo) {
+	o.hedges.Add(ctx, 1, o.set)
+	if st := stateOf(ctx); st != nil {
+		st.span.AddEvent("fanout.hedge", trace.WithAttributes(
+			KeyKey.String(h.Key), KeyAttempt.Int(h.Attempt), KeyAfter.Float64(h.After.Seconds())))
+	}
+}
+
+func (o *observer) taskDone(ctx context.Context, t fanout.TaskInfo) {
+	outcome := taskOutcome(t)
+	if st := stateOf(ctx); st != nil && outcome == OutcomeError {
+		st.failed.Add(1)
+	}
+	o.tasks.Add(ctx, 1, o.set, metric.WithAttributes(KeyOutcome.String(outcome)))
+}
+
+// taskOutcome is "skipped" for a key that never started, "cancelled" for
+// one an aggregator or a Stream's consumer stopped, "error" for any other
+// failure.
+func taskOutcome(t fanout.TaskInfo) string {
+	switch {
+	case t.Err == nil:
+		return OutcomeOK
+	case t.Attempts == 0:
+		return OutcomeSkipped
+	case errors.Is(t.Err, fanout.ErrStopped):
+		return OutcomeCancelled
+	default:
+		return OutcomeError
+	}
+}
