@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -19,8 +20,9 @@ type HedgePolicy struct {
 	// so far. Until HedgeMinSamples attempts have succeeded, Delay is used
 	// if set; otherwise the attempt waits for the estimate.
 	Quantile float64
-	// MaxExtra caps the copies at this fraction of the run's tasks; zero
-	// means 0.1. The cap stops new copies only, never running ones.
+	// MaxExtra caps the copies at this fraction of the run's tasks,
+	// rounded up; zero means 0.1. The cap stops new copies only, never
+	// running ones.
 	MaxExtra float64
 }
 
@@ -119,7 +121,8 @@ func (h *hedger) take() bool {
 	if tasks < 0 {
 		tasks = h.started.Load()
 	}
-	allowed := int64(h.policy.MaxExtra * float64(tasks))
+	// Round up, so a small run may still hedge its one slow call.
+	allowed := int64(math.Ceil(h.policy.MaxExtra * float64(tasks)))
 	for {
 		n := h.extra.Load()
 		if n >= allowed {
@@ -204,7 +207,7 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], n int, res *Result[T]) (
 			running++
 			r.obs.hedge(ctx, HedgeInfo{Key: t.Key, Attempt: n, After: time.Since(start)})
 			go func() {
-				wait, err := r.limiterWait(hctx, t, n)
+				wait, err := r.limiterWait(hctx, t, n, true)
 				if err != nil {
 					done <- outcome{err: err, wait: wait}
 					return

@@ -85,6 +85,17 @@ func TestHedge(t *testing.T) {
 			assert.Equal(t, 2, hedged, "10% of 20 tasks")
 		})
 	})
+	t.Run("a small run may still hedge its one slow call", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var cancelled atomic.Int32
+			rs, err := fanout.Run(context.Background(), []fanout.Task[string]{
+				replica("a", &cancelled, 10*time.Second, time.Second), replica("b", &cancelled, time.Second), replica("c", &cancelled, time.Second),
+			}, fanout.WithHedge(fanout.HedgePolicy{Delay: 2 * time.Second}))
+			require.NoError(t, err)
+			a, _ := rs.Get("a")
+			assert.Equal(t, 1, a.Hedges, "10% of 3 tasks rounds up to one copy")
+		})
+	})
 	t.Run("if both copies fail, the key gets the first error", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			var calls atomic.Int32

@@ -47,14 +47,12 @@ func WithRequestLimit(l Limiter) Option {
 }
 
 // Throttle is a [Limiter] with a cooldown: after Pause(d), every WaitN
-// first waits until d has passed. A run pauses its limiters when an
-// attempt gets a server-directed delay (an HTTP 429 with Retry-After), so
+// first waits until d has passed. When an attempt gets a server-directed
+// delay (an HTTP 429 with Retry-After), the run pauses each of its
+// limiters that has a Pause(time.Duration) method, as Throttle does, so
 // that every task sharing the limiter backs off, not only the one that was
-// told to.
-//
-// A run wraps each limiter it is given in a Throttle of its own, so the
-// cooldown covers that run. To share the cooldown between runs, wrap the
-// limiter once with NewThrottle and pass the Throttle to each run.
+// told to. A plain *rate.Limiter has no cooldown: wrap it with NewThrottle
+// to have one, and pass the same Throttle to every run that shares it.
 // A Throttle is safe for concurrent use.
 type Throttle struct {
 	l     Limiter
@@ -96,41 +94,32 @@ func (t *Throttle) WaitN(ctx context.Context, n int) error {
 	return t.l.WaitN(ctx, n)
 }
 
-func runLimiters(uses []limiterUse) []limiterUse {
-	if len(uses) == 0 {
-		return nil
-	}
-	out := make([]limiterUse, len(uses))
-	for i, u := range uses {
-		if _, ok := u.l.(*Throttle); !ok {
-			u.l = NewThrottle(u.l)
-		}
-		out[i] = u
-	}
-	return out
-}
+// pauser is a limiter with a cooldown, such as *Throttle.
+type pauser interface{ Pause(time.Duration) }
 
 func (r *run[T]) pauseLimiters(d time.Duration) {
-	for _, u := range r.limiters {
-		u.l.(*Throttle).Pause(d)
+	for _, u := range r.cfg.limiters {
+		if p, ok := u.l.(pauser); ok {
+			p.Pause(d)
+		}
 	}
 }
 
 // waitLimiters waits on each of the run's limiters before the n-th
 // attempt of t and reports the time it took.
 func (r *run[T]) waitLimiters(ctx context.Context, t Task[T], n int, res *Result[T]) error {
-	wait, err := r.limiterWait(ctx, t, n)
+	wait, err := r.limiterWait(ctx, t, n, false)
 	res.LimiterWait += wait
 	return err
 }
 
-func (r *run[T]) limiterWait(ctx context.Context, t Task[T], n int) (time.Duration, error) {
-	if len(r.limiters) == 0 {
+func (r *run[T]) limiterWait(ctx context.Context, t Task[T], n int, hedge bool) (time.Duration, error) {
+	if len(r.cfg.limiters) == 0 {
 		return 0, nil
 	}
 	start := time.Now()
 	var err error
-	for _, u := range r.limiters {
+	for _, u := range r.cfg.limiters {
 		tokens := 1
 		if u.perToken && t.Tokens > 0 {
 			tokens = t.Tokens
@@ -141,6 +130,6 @@ func (r *run[T]) limiterWait(ctx context.Context, t Task[T], n int) (time.Durati
 		}
 	}
 	wait := time.Since(start)
-	r.obs.limiterWait(ctx, WaitInfo{Key: t.Key, Attempt: n, Wait: wait, Err: err})
+	r.obs.limiterWait(ctx, WaitInfo{Key: t.Key, Attempt: n, Hedge: hedge, Wait: wait, Err: err})
 	return wait, err
 }

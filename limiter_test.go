@@ -132,7 +132,7 @@ func TestCooldown(t *testing.T) {
 			slow := s.task("slow", 0, func(int) error { time.Sleep(time.Second); return nil })
 			next := s.task("next", 0, ok)
 			rs, err := fanout.Run(context.Background(), []fanout.Task[int]{hit, slow, next},
-				fanout.WithRateLimit(rate.NewLimiter(rate.Inf, 1)), fanout.WithRetry(exact(3)), fanout.WithLimit(2))
+				fanout.WithRateLimit(fanout.NewThrottle(rate.NewLimiter(rate.Inf, 1))), fanout.WithRetry(exact(3)), fanout.WithLimit(2))
 			require.NoError(t, err)
 			assert.Equal(t, []time.Duration{0, 5100 * time.Millisecond}, s.at["hit"])
 			assert.Equal(t, []time.Duration{5100 * time.Millisecond}, s.at["next"],
@@ -163,6 +163,39 @@ func TestCooldown(t *testing.T) {
 			})
 			wg.Wait()
 			assert.Equal(t, []time.Duration{5 * time.Second}, s.at["other"])
+		})
+	})
+	t.Run("a plain limiter has no cooldown", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			s := newStarts()
+			hit := s.task("hit", 0, func(n int) error {
+				if n == 1 {
+					return busy
+				}
+				return nil
+			})
+			other := s.task("other", 0, func(int) error { return nil })
+			_, err := fanout.Run(context.Background(), []fanout.Task[int]{hit, other},
+				fanout.WithRateLimit(rate.NewLimiter(rate.Inf, 1)), fanout.WithRetry(exact(3)), fanout.WithLimit(1))
+			require.NoError(t, err)
+			assert.Equal(t, []time.Duration{5 * time.Second}, s.at["other"], "other waited for hit's retry, not for a cooldown")
+			assert.Equal(t, []time.Duration{0, 5 * time.Second}, s.at["hit"])
+		})
+	})
+	t.Run("a delay longer than MaxWait still pauses the Throttle", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			th := fanout.NewThrottle(nil)
+			long := &fanout.HTTPError{StatusCode: 429, Status: "429 Too Many Requests", Delay: time.Minute}
+			s := newStarts()
+			quota := s.task("quota", 0, func(int) error { return long })
+			next := s.task("next", 0, ok)
+			p := exact(3)
+			p.MaxWait = time.Second
+			rs, _ := fanout.Run(context.Background(), []fanout.Task[int]{quota, next}, fanout.WithRateLimit(th),
+				fanout.WithRetry(p), fanout.WithLimit(1))
+			r, _ := rs.Get("quota")
+			assert.Equal(t, 1, r.Attempts, "the task gives up at once")
+			assert.Equal(t, []time.Duration{time.Minute}, s.at["next"], "but the others honour the server's minute")
 		})
 	})
 	t.Run("a Throttle with no limiter is a cooldown alone", func(t *testing.T) {

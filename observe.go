@@ -67,6 +67,7 @@ type HedgeInfo struct {
 type WaitInfo struct {
 	Key     string
 	Attempt int
+	Hedge   bool // the wait of a hedged copy
 	Wait    time.Duration
 	Err     error
 }

@@ -28,9 +28,7 @@ type RetryPolicy struct {
 	// server asked would only be refused again.
 	MaxWait time.Duration
 	// RetryIf reports whether an error is worth another try. Nil means
-	// every error except a permanent one (backoff.Permanent, or a 4xx
-	// response from [CheckResponse] other than 408, 425 and 429), the
-	// run's own cancellation or timeout, and a panic.
+	// [Retryable].
 	RetryIf func(error) bool
 	// NewBackOff, if set, makes the wait schedule for one task in place of
 	// the exponential one above; it is called once per task, since a
@@ -42,9 +40,9 @@ type RetryPolicy struct {
 // run's context: when the context ends mid-wait, the key's error joins the
 // context's cause and the last attempt's error. An error that has a
 // RetryAfter() time.Duration method with a positive result (see
-// [CheckResponse]) sets the next wait in place of the backoff, and pauses
-// the run's rate limiters for everyone for that long (see [Throttle]); it
-// does not advance the backoff schedule.
+// [CheckResponse]) sets the next wait in place of the backoff; it does not
+// advance the backoff schedule. (With or without WithRetry, such an error
+// also pauses the run's [Throttle] limiters for everyone.)
 func WithRetry(p RetryPolicy) Option {
 	return func(c *config) {
 		switch {
@@ -103,6 +101,15 @@ func (p *RetryPolicy) retryable(err error) bool {
 	if p.RetryIf != nil {
 		return p.RetryIf(err)
 	}
+	return Retryable(err)
+}
+
+// Retryable is the default RetryIf of [RetryPolicy]: it reports false for
+// a permanent error (backoff.Permanent, or a 4xx response from
+// [CheckResponse] other than 408, 425 and 429), a panic, and the run's own
+// cancellation or timeout, and true for anything else, a per-attempt
+// timeout included. A RetryIf can call it to refine it.
+func Retryable(err error) bool {
 	var perm *backoff.PermanentError
 	var panicked *PanicError
 	switch {
@@ -152,6 +159,11 @@ func (r *run[T]) attempts(ctx context.Context, t Task[T], res *Result[T]) {
 			return
 		}
 		res.Err = err
+		if d := serverDelay(err); d > 0 {
+			// The server's word holds for everyone sharing the limiters,
+			// whether or not this task retries.
+			r.pauseLimiters(d)
+		}
 		if policy == nil || n >= policy.maxAttempts() || ctx.Err() != nil || !policy.retryable(err) {
 			return
 		}
@@ -161,9 +173,6 @@ func (r *run[T]) attempts(ctx context.Context, t Task[T], res *Result[T]) {
 		wait, server, ok := policy.nextWait(b, err)
 		if !ok {
 			return
-		}
-		if server {
-			r.pauseLimiters(wait)
 		}
 		r.obs.retry(ctx, RetryInfo{Key: t.Key, Attempt: n, Wait: wait, ServerDirected: server, Err: err})
 		if err := sleep(ctx, wait); err != nil {

@@ -189,6 +189,16 @@ func TestRetry(t *testing.T) {
 			assert.Len(t, log.times(), 1)
 		})
 	})
+	t.Run("RetryIf can refine the default", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			task, log := flaky("k", 1, fmt.Errorf("wrapped: %w", fanout.ErrTaskTimeout), backoff.Permanent(errFlaky))
+			p := exact(5)
+			p.RetryIf = func(err error) bool { return fanout.Retryable(err) && !errors.Is(err, errFlaky) }
+			_, err := fanout.Run(context.Background(), []fanout.Task[int]{task}, fanout.WithRetry(p))
+			assert.ErrorIs(t, err, errFlaky)
+			assert.Len(t, log.times(), 2, "the timeout was retried, the permanent error was not")
+		})
+	})
 	t.Run("NewBackOff makes a fresh schedule per task", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			var made atomic.Int32

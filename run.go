@@ -84,7 +84,6 @@ type run[T any] struct {
 	start   time.Time
 
 	gate     *semGate
-	limiters []limiterUse
 	hedger   *hedger
 	spend    *spending
 	obs      *Observer
@@ -113,7 +112,6 @@ func newRun[T any](ctx context.Context, cfg *config, src source[T], total int) *
 	if cfg.sem != nil {
 		r.gate = newSemGate(ctx, cfg.sem)
 	}
-	r.limiters = runLimiters(cfg.limiters)
 	if cfg.hedge != nil {
 		r.hedger = newHedger(*cfg.hedge, total)
 	}
