@@ -83,11 +83,11 @@ type run[T any] struct {
 	workers int
 	start   time.Time
 
-	gate     *semGate
-	hedger   *hedger
-	spend    *spending
-	obs      *Observer
-	plain    bool // no retry, hedge, limiter, timeout or observer: the fast path
+	gate   *semGate
+	hedger *hedger
+	spend  *spending
+	obs    *Observer
+	plain  bool // no retry, hedge, limiter, timeout or observer: the fast path
 
 	results []Result[T]    // Run: each worker writes its key's slot
 	emit    chan Result[T] // Stream and Gather: completion order
