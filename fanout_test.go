@@ -546,3 +546,73 @@ func TestSemaphore(t *testing.T) {
 		assert.PanicsWithValue(t, "fanout: NewSemaphore(0): n must be positive", func() { fanout.NewSemaphore(0) })
 	})
 }
+
+func TestAttemptContextUnderTaskTimeout(t *testing.T) {
+	type userKey struct{}
+	synctest.Test(t, func(t *testing.T) {
+		parent := context.WithValue(context.Background(), userKey{}, "from the caller")
+		start := time.Now()
+		var deadline time.Time
+		var childCause, childErr error
+		var value any
+		_, err := fanout.Run(parent, []fanout.Task[int]{{Key: "k", Do: func(ctx context.Context) (int, error) {
+			deadline, _ = ctx.Deadline()
+			value = ctx.Value(userKey{})
+			child, cancel := context.WithCancel(ctx)
+			defer cancel()
+			<-child.Done()
+			childCause, childErr = context.Cause(child), child.Err()
+			return 0, ctx.Err()
+		}}}, fanout.WithTaskTimeout(3*time.Second))
+		assert.ErrorIs(t, err, fanout.ErrTaskTimeout)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Equal(t, start.Add(3*time.Second), deadline)
+		assert.Equal(t, "from the caller", value)
+		assert.Equal(t, fanout.ErrTaskTimeout, childCause, "a context derived in the task learns why")
+		assert.Error(t, childErr)
+	})
+}
+
+func TestRunDeadlineIsEarlierThanTaskDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		var deadline time.Time
+		_, _ = fanout.Run(context.Background(), []fanout.Task[int]{{Key: "k", Do: func(ctx context.Context) (int, error) {
+			deadline, _ = ctx.Deadline()
+			return 0, nil
+		}}}, fanout.WithTaskTimeout(time.Hour), fanout.WithTimeout(time.Minute))
+		assert.Equal(t, start.Add(time.Minute), deadline)
+	})
+}
+
+func TestFailFastCancelsAttemptsWithDeadlines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		boom := errors.New("boom")
+		start := time.Now()
+		rs, _ := fanout.Run(context.Background(), []fanout.Task[int]{
+			hanging[int]("a"), hanging[int]("b"),
+			{Key: "bad", Do: func(context.Context) (int, error) { time.Sleep(time.Second); return 0, boom }},
+		}, fanout.WithFailFast(), fanout.WithTaskTimeout(time.Hour), fanout.WithLimit(3))
+		assert.Equal(t, time.Second, time.Since(start))
+		for _, key := range []string{"a", "b"} {
+			r, _ := rs.Get(key)
+			assert.ErrorIs(t, r.Err, boom, key)
+			assert.ErrorIs(t, r.Err, context.Canceled, key)
+			assert.NotErrorIs(t, r.Err, fanout.ErrTaskTimeout, key)
+		}
+	})
+}
+
+func TestSequentialDeadlinesDoNotLeak(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// One worker, one timer re-armed for each task: every task must
+		// get its own full second.
+		tasks := make([]fanout.Task[int], 20)
+		for i := range tasks {
+			tasks[i] = sleeping(fmt.Sprint(i), 999*time.Millisecond, i)
+		}
+		rs, err := fanout.Run(context.Background(), tasks, fanout.WithTaskTimeout(time.Second), fanout.WithLimit(1))
+		require.NoError(t, err)
+		assert.Equal(t, 20, rs.Succeeded())
+	})
+}

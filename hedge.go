@@ -151,7 +151,7 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], n int, res *Result[T]) (
 	defer cancel(nil)
 	done := make(chan outcome, 2)
 	go func() {
-		v, err := r.try(hctx, t, AttemptInfo{Key: t.Key, Attempt: n})
+		v, err := r.try(hctx, t, AttemptInfo{Key: t.Key, Attempt: n}, nil)
 		done <- outcome{v: v, err: err}
 	}()
 	running := 1
@@ -212,7 +212,7 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], n int, res *Result[T]) (
 					done <- outcome{err: err, wait: wait}
 					return
 				}
-				v, err := r.try(hctx, t, AttemptInfo{Key: t.Key, Attempt: n, Hedge: true})
+				v, err := r.try(hctx, t, AttemptInfo{Key: t.Key, Attempt: n, Hedge: true}, nil)
 				done <- outcome{v: v, err: err, wait: wait}
 			}()
 		}

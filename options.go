@@ -66,10 +66,17 @@ func WithSemaphore(s *Semaphore) Option {
 }
 
 // WithTaskTimeout gives each attempt of each task its own deadline of d.
-// An attempt that runs past it fails with an error matching
-// [ErrTaskTimeout]; its context's cause is ErrTaskTimeout as well. A task
-// that ignores its context is still waited for, and keeps its value if it
-// returns one without error.
+// An attempt that runs past it fails with an error matching both
+// [ErrTaskTimeout] and context.DeadlineExceeded. Its context behaves as
+// one from context.WithTimeoutCause: Deadline reports the deadline, Err
+// returns context.DeadlineExceeded and context.Cause ErrTaskTimeout; a
+// context the task derives from it reports the same cause, though its Err
+// is context.Canceled. A task that ignores its context is still waited
+// for, and keeps its value if it returns one without error.
+//
+// Deadlines cost 3 allocations and about 400 ns per task on the
+// benchmark machine, half of an errgroup with a context.WithTimeout per
+// task (see BENCHMARKS.md).
 func WithTaskTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d < 0 {

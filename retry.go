@@ -144,8 +144,10 @@ func serverDelay(err error) time.Duration {
 	return 0
 }
 
-// attempts runs t until it succeeds, its retries run out, or ctx ends.
-func (r *run[T]) attempts(ctx context.Context, t Task[T], res *Result[T]) {
+// attempts runs t on worker w until it succeeds, its retries run out, or
+// the run stops.
+func (r *run[T]) attempts(w *worker[T], t Task[T], res *Result[T]) {
+	var ctx context.Context = w
 	policy := r.cfg.retry
 	var b backoff.BackOff
 	for n := 1; ; n++ {
@@ -153,7 +155,7 @@ func (r *run[T]) attempts(ctx context.Context, t Task[T], res *Result[T]) {
 			res.Err = withLast(err, res.Err)
 			return
 		}
-		v, err := r.attempt(ctx, t, n, res)
+		v, err := r.attempt(w, t, n, res)
 		if err == nil {
 			res.Value, res.Err = v, nil
 			return
@@ -192,16 +194,17 @@ func withLast(stop, last error) error {
 }
 
 // attempt makes the n-th try of t, hedged if the run hedges.
-func (r *run[T]) attempt(ctx context.Context, t Task[T], n int, res *Result[T]) (T, error) {
+func (r *run[T]) attempt(w *worker[T], t Task[T], n int, res *Result[T]) (T, error) {
 	res.Attempts++
 	if r.hedger != nil {
-		return r.hedged(ctx, t, n, res)
+		return r.hedged(w, t, n, res)
 	}
-	return r.try(ctx, t, AttemptInfo{Key: t.Key, Attempt: n})
+	return r.try(w, t, AttemptInfo{Key: t.Key, Attempt: n}, w.deadlines)
 }
 
-// try makes one call of t under the per-attempt deadline.
-func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo) (T, error) {
+// try makes one call of t under the per-attempt deadline, armed with dl
+// when the attempt runs alone on its worker.
+func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo, dl *deadlines) (T, error) {
 	ctx = r.obs.attemptStart(ctx, info)
 	timed := r.obs != nil || r.hedger != nil
 	var start time.Duration
@@ -210,9 +213,16 @@ func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo) (T, error
 	}
 	actx := ctx
 	if d := r.cfg.taskTimeout; d > 0 {
-		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeoutCause(ctx, d, ErrTaskTimeout)
-		defer cancel()
+		// The fast deadline needs the run to be the only thing that can
+		// cancel ctx; an observer's context of values keeps that true.
+		if dl != nil && ctx.Done() == r.ctx.Done() {
+			actx = dl.begin(&r.clock, r.ctx, ctx, d)
+			defer dl.finish()
+		} else {
+			var cancel context.CancelFunc
+			actx, cancel = context.WithTimeoutCause(ctx, d, ErrTaskTimeout)
+			defer cancel()
+		}
 	}
 	v, err := call(actx, t)
 	if timed {

@@ -89,6 +89,11 @@ type run[T any] struct {
 	obs    *Observer
 	plain  bool // no retry, hedge, limiter, timeout or observer: the fast path
 
+	clock     runClock     // for attempt deadlines
+	deadlines []*deadlines // each worker's, to stop their attempts
+	dlMu      sync.Mutex
+	watching  sync.WaitGroup
+
 	results []Result[T]    // Run: each worker writes its key's slot
 	emit    chan Result[T] // Stream and Gather: completion order
 	live    atomic.Int32   // workers still running, for closing emit
@@ -108,6 +113,10 @@ func newRun[T any](ctx context.Context, cfg *config, src source[T], total int) *
 		var stop context.CancelFunc
 		r.ctx, stop = context.WithTimeoutCause(r.ctx, cfg.timeout, ErrRunTimeout)
 		r.release = append(r.release, stop)
+	}
+	if cfg.taskTimeout > 0 {
+		r.clock = newRunClock()
+		r.watchStop()
 	}
 	if cfg.sem != nil {
 		r.gate = newSemGate(ctx, cfg.sem)
@@ -133,6 +142,28 @@ func workerCount(cfg *config, total int) int {
 		n = cfg.sem.Cap() + 1
 	}
 	return n
+}
+
+// watchStop cancels the attempts in flight when the run stops: their
+// deadline contexts are not registered on the run's context (see
+// deadline.go). The watch ends with the run.
+func (r *run[T]) watchStop() {
+	r.watching.Add(1)
+	stop := context.AfterFunc(r.ctx, func() {
+		defer r.watching.Done()
+		cause := context.Cause(r.ctx)
+		r.dlMu.Lock()
+		defer r.dlMu.Unlock()
+		for _, dl := range r.deadlines {
+			dl.stop(cause)
+		}
+	})
+	r.release = append(r.release, func() {
+		if stop() {
+			r.watching.Done()
+		}
+		r.watching.Wait()
+	})
 }
 
 // runAll runs every task, the calling goroutine among the workers, and
@@ -195,11 +226,11 @@ func (r *run[T]) end() {
 func (r *run[T]) work() {
 	w := &worker[T]{Context: r.ctx, run: r}
 	if r.cfg.taskTimeout > 0 {
-		// Each task's deadline context hangs off its worker's context,
-		// not the run's, so workers do not contend on one parent.
-		ctx, cancel := context.WithCancel(r.ctx)
-		defer cancel()
-		w.Context = ctx
+		w.deadlines = &deadlines{}
+		r.dlMu.Lock()
+		r.deadlines = append(r.deadlines, w.deadlines)
+		r.dlMu.Unlock()
+		defer w.deadlines.close()
 	}
 	w.now = monotime()
 	for !r.lazy || r.ctx.Err() == nil {
@@ -305,11 +336,12 @@ func call[T any](ctx context.Context, t Task[T]) (v T, err error) {
 // not per task.
 type worker[T any] struct {
 	context.Context
-	run      *run[T]
-	now      time.Duration // monotime when the worker's last task ended
-	mu       sync.Mutex
-	spent    Cost
-	spentAny atomic.Bool
+	run       *run[T]
+	deadlines *deadlines    // nil without WithTaskTimeout
+	now       time.Duration // monotime when the worker's last task ended
+	mu        sync.Mutex
+	spent     Cost
+	spentAny  atomic.Bool
 }
 
 func (w *worker[T]) Value(key any) any {
