@@ -64,6 +64,51 @@ func BenchmarkFloor(b *testing.B) {
 	}
 }
 
+// BenchmarkFloorKeyed is the floor plus what Run gives on top of it: a
+// key index checked for duplicates, and each task's elapsed time (one
+// monotonic clock read per task).
+func BenchmarkFloorKeyed(b *testing.B) {
+	epoch := time.Now()
+	for _, n := range sizes {
+		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
+			tasks := benchTasks(n)
+			b.ReportAllocs()
+			for b.Loop() {
+				index := make(map[string]int, n)
+				for i, t := range tasks {
+					index[t.Key] = i
+				}
+				if len(index) != n {
+					b.Fatal("duplicate key")
+				}
+				type result struct {
+					key     string
+					val     int
+					err     error
+					elapsed time.Duration
+				}
+				results := make([]result, n)
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				for range benchLimit {
+					wg.Go(func() {
+						now := time.Since(epoch)
+						for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+							r := &results[i]
+							r.key = tasks[i].Key
+							r.val, r.err = tasks[i].Do(context.Background())
+							end := time.Since(epoch)
+							r.elapsed, now = end-now, end
+						}
+					})
+				}
+				wg.Wait()
+			}
+			perTask(b, n)
+		})
+	}
+}
+
 func BenchmarkRun(b *testing.B) {
 	for _, n := range sizes {
 		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
