@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Reproduces every figure of BENCHMARKS.md; run it from bench/.
+#
+# The peer benchmarks run as COUNT separate passes of the whole matrix
+# (default 6, at -benchtime 100ms, about a minute a pass on 2 cores)
+# rather than with -count, which repeats each benchmark back to back:
+# interleaving the passes spreads the noise of a shared machine over
+# every implementation alike, so the ratios to the floor stay fair.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+COUNT=${COUNT:-6}
+BENCHTIME=${BENCHTIME:-100ms}
+RAW=${RAW:-../bench-peers.txt}
+BENCHSTAT="go run golang.org/x/perf/cmd/benchstat@latest"
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
+
+mkdir -p results
+go test -c -o "$bin/bench.test" .
+: >"$RAW"
+for i in $(seq "$COUNT"); do
+	echo "pass $i of $COUNT" >&2
+	"$bin/bench.test" -test.run '^$' -test.bench . -test.benchmem -test.benchtime "$BENCHTIME" >>"$RAW"
+done
+
+# The targets' tables, compared by benchstat.
+{
+	echo '## dispatch, no per-task timeout: fanout vs the floor'
+	$BENCHSTAT -col '.name@(Floor Fanout)' -filter '/body:trivial /l:8 /timeout:false' "$RAW"
+	echo '## per-task timeouts, keyed results: fanout vs the hand-rolled errgroup+map+timeout code'
+	$BENCHSTAT -col '.name@(Handrolled Fanout)' -filter '/body:trivial /l:8 /timeout:true' "$RAW"
+	echo '## 1 000 sleeps of 1 ms at l = 100 vs 10 sequential sleeps'
+	$BENCHSTAT -filter '.name:SleepTarget' "$RAW"
+	echo '## the bodies alone'
+	$BENCHSTAT -filter '.name:Body' "$RAW"
+} >results/benchstat.txt 2>&1
+
+go run ./cmd/chart -bench "$RAW" -cost results/cost.svg -md results/tables.md
+
+go run ./cmd/tail -fanouts "${FANOUTS:-10000}" -csv results/tail.csv | tee results/tail.txt
+go run ./cmd/chart -tail results/tail.csv -cdf results/tail.svg
+
+go run ./cmd/vote | tee results/vote.txt
+
+go build -o "$bin/lazy" ./cmd/lazy
+/usr/bin/time -v "$bin/lazy" 2>&1 | grep -E 'StreamSeq|peak|Maximum resident|Elapsed' | tee results/lazy.txt
