@@ -15,6 +15,7 @@ import (
 // column is then compared with the floor measured in the same run.
 
 func BenchmarkFloor(b *testing.B)      { benchImpl(b, "Floor") }
+func BenchmarkFloorKeyed(b *testing.B) { benchImpl(b, "FloorKeyed") }
 func BenchmarkFanout(b *testing.B)     { benchImpl(b, "Fanout") }
 func BenchmarkFanoutMap(b *testing.B)  { benchImpl(b, "FanoutMap") }
 func BenchmarkErrgroup(b *testing.B)   { benchImpl(b, "Errgroup") }

@@ -24,6 +24,7 @@ type Prepared struct {
 // columns compare each with it.
 var Impls = []Impl{
 	{"Floor", prepareFloor},
+	{"FloorKeyed", prepareFloorKeyed},
 	{"Fanout", prepareFanout},
 	{"FanoutMap", prepareFanoutMap},
 	{"Errgroup", prepareErrgroup},

@@ -36,7 +36,7 @@ done
 	$BENCHSTAT -filter '.name:Body' "$RAW"
 } >results/benchstat.txt 2>&1
 
-go run ./cmd/chart -bench "$RAW" -cost results/cost.svg -md results/tables.md
+go run ./cmd/chart -bench "$RAW" -cost results/cost.svg -md results/tables.md -targets results/targets.md
 
 go run ./cmd/tail -fanouts "${FANOUTS:-10000}" -csv results/tail.csv | tee results/tail.txt
 go run ./cmd/chart -tail results/tail.csv -cdf results/tail.svg

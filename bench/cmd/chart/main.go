@@ -1,14 +1,14 @@
 // Command chart draws the charts of BENCHMARKS.md as hand-written SVG,
 // and prints the ratio tables:
 //
-//	go run ./cmd/chart -bench bench-peers.txt -cost cost.svg -md tables.md
+//	go run ./cmd/chart -bench bench-peers.txt -cost cost.svg -md tables.md -targets targets.md
 //	go run ./cmd/chart -tail tail.csv -cdf tail.svg
 //
 // -bench reads `go test -bench` output (any -count; the median of the
 // runs is used) and -cost draws the per-task cost of each library in a
 // few scenarios; -md writes, for every scenario, each implementation's
 // median ns/task as a ratio to the floor measured in the same file, and
-// its allocs/task. -tail reads the CSV of cmd/tail and -cdf draws its
+// its allocs/task; -targets checks the core's targets. -tail reads the CSV of cmd/tail and -cdf draws its
 // latency distributions.
 package main
 
@@ -22,6 +22,7 @@ func main() {
 	benchPath := flag.String("bench", "", "go test -bench output to read")
 	costPath := flag.String("cost", "", "write the per-task cost chart here (needs -bench)")
 	mdPath := flag.String("md", "", "write the markdown ratio tables here (needs -bench)")
+	targetsPath := flag.String("targets", "", "write the markdown check of the core's targets here (needs -bench)")
 	tailPath := flag.String("tail", "", "CSV written by cmd/tail")
 	cdfPath := flag.String("cdf", "", "write the latency CDF chart here (needs -tail)")
 	flag.Parse()
@@ -41,6 +42,9 @@ func main() {
 		}
 		if *mdPath != "" {
 			must(writeFile(*mdPath, markdownTables(set)))
+		}
+		if *targetsPath != "" {
+			must(writeFile(*targetsPath, targetTable(set)))
 		}
 	}
 	if *tailPath != "" && *cdfPath != "" {
