@@ -98,7 +98,7 @@ func sums(tb testing.TB, agg metricdata.Aggregation, key attribute.Key) map[stri
 	out := map[string]int64{}
 	for _, dp := range s.DataPoints {
 		v, _ := dp.Attributes.Value(key)
-		out[v.Emit()] += dp.Value
+		out[v.String()] += dp.Value
 	}
 	return out
 }
@@ -112,8 +112,8 @@ func histogram(tb testing.TB, agg metricdata.Aggregation, key attribute.Key) (co
 	count, sum = map[string]uint64{}, map[string]float64{}
 	for _, dp := range h.DataPoints {
 		v, _ := dp.Attributes.Value(key)
-		count[v.Emit()] += dp.Count
-		sum[v.Emit()] += dp.Sum
+		count[v.String()] += dp.Count
+		sum[v.String()] += dp.Sum
 	}
 	return count, sum
 }
