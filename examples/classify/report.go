@@ -71,8 +71,11 @@ func (r *Report) Saved() int { return (r.Texts-len(r.Failed))*r.Samples - r.Star
 func (r *Report) Print(w io.Writer) {
 	done := r.Texts - len(r.Failed)
 	fmt.Fprintf(w, "\n%d texts × %d samples, %s\n", r.Texts, r.Samples, r.Classifier)
-	fmt.Fprintf(w, "%d texts at once, %d samples of a text at once, %.0f calls/s shared\n\n",
-		r.Limit, r.InFlight, r.RPS)
+	samples := "one sample of a text at a time"
+	if r.InFlight > 1 {
+		samples = fmt.Sprintf("up to %d samples of a text at once", r.InFlight)
+	}
+	fmt.Fprintf(w, "%d texts at once, %s, %.0f calls/s shared\n\n", r.Limit, samples, r.RPS)
 	fmt.Fprintf(w, "labels     %s\n", counts(r.Got))
 	fmt.Fprintf(w, "dataset    %s\n", counts(r.Want))
 	fmt.Fprintf(w, "accuracy   %.1f%%  (%d of %d voted labels match the dataset)\n",
