@@ -26,9 +26,12 @@
 // Its attributes are fanout.key, fanout.attempt (1 for the first try),
 // fanout.hedge, fanout.limiter_wait (seconds spent on the rate limiters just
 // before the call) and fanout.outcome: "ok", "error", or "cancelled" for an
-// attempt the run called off (a hedge that lost the race, a run stopped by
-// an aggregator). A failed attempt has its error recorded and status Error;
-// a cancelled one has its cause recorded and no Error status.
+// attempt whose context ended before it did (a hedge that lost the race, an
+// aggregator that decided, fail-fast, the run's timeout, the caller's
+// cancellation). A failed attempt, one past its WithTaskTimeout deadline
+// included, has its error recorded and status Error; a cancelled one has
+// its cause recorded and no Error status, since the failure, if any, is
+// reported where it happened.
 //
 // # Metrics
 //

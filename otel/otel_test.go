@@ -355,3 +355,38 @@ func TestNested(t *testing.T) {
 		assert.Equal(t, map[string]int64{"ok": 3, "cancelled": 1}, count, "text-1, s1 and s2 ok; s3 cancelled")
 	})
 }
+
+// TestTimeouts tells an attempt that ran past its own deadline, an error,
+// from one the run's deadline called off.
+func TestTimeouts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tel := newTelemetry()
+		wait := func(d time.Duration) func(ctx context.Context) (int, error) {
+			return func(ctx context.Context) (int, error) {
+				select {
+				case <-time.After(d):
+					return 1, nil
+				case <-ctx.Done():
+					return 0, context.Cause(ctx)
+				}
+			}
+		}
+		tasks := []fanout.Task[int]{{Key: "slow", Do: wait(time.Hour)}}
+		_, err := fanout.Run(t.Context(), tasks, fanout.WithObserver(tel.obs), fanout.WithTaskTimeout(time.Second))
+		require.ErrorIs(t, err, fanout.ErrTaskTimeout)
+		_, err = fanout.Run(t.Context(), tasks, fanout.WithObserver(tel.obs), fanout.WithTimeout(time.Second))
+		require.ErrorIs(t, err, fanout.ErrRunTimeout)
+
+		attempts := tel.named("fanout.attempt")
+		require.Len(t, attempts, 2)
+		assert.Equal(t, "error", attrs(attempts[0].Attributes())["fanout.outcome"].AsString())
+		assert.Equal(t, codes.Error, attempts[0].Status().Code)
+		assert.Equal(t, "cancelled", attrs(attempts[1].Attributes())["fanout.outcome"].AsString())
+		assert.Equal(t, codes.Unset, attempts[1].Status().Code)
+		runs := tel.named("fanout.run")
+		require.Len(t, runs, 2)
+		for _, r := range runs {
+			assert.Equal(t, codes.Error, r.Status().Code, "the key failed either way")
+		}
+	})
+}
