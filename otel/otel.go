@@ -203,11 +203,11 @@ type runState struct {
 type waitKey struct {
 	key     string
 	attempt int
+	hedge   bool
 }
 
 // putWait notes a wait before an attempt; the attempt's start takes it.
-// The waits of one key are sequential (a hedged copy waits only once the
-// attempt it copies has started), so key and attempt number suffice.
+// An attempt and its hedged copy each wait once, before their own call.
 func (s *runState) putWait(k waitKey, secs float64) {
 	s.mu.Lock()
 	s.waits[k] = secs
@@ -264,7 +264,7 @@ func (o *observer) runDone(ctx context.Context, s fanout.RunSummary) {
 func (o *observer) attemptStart(ctx context.Context, a fanout.AttemptInfo) context.Context {
 	var wait float64
 	if st := stateOf(ctx); st != nil {
-		wait = st.takeWait(waitKey{a.Key, a.Attempt})
+		wait = st.takeWait(waitKey{a.Key, a.Attempt, a.Hedge})
 	}
 	ctx, span := o.tracer.Start(ctx, "fanout.attempt", trace.WithAttributes(
 		KeyKey.String(a.Key), KeyAttempt.Int(a.Attempt), KeyHedge.Bool(a.Hedge), KeyLimiterWait.Float64(wait)))
@@ -309,7 +309,7 @@ func attemptOutcome(ctx context.Context, err error) string {
 func (o *observer) waited(ctx context.Context, w fanout.WaitInfo) {
 	o.limiterWait.Record(ctx, w.Wait.Seconds(), o.set)
 	if st := stateOf(ctx); st != nil && w.Err == nil {
-		st.putWait(waitKey{w.Key, w.Attempt}, w.Wait.Seconds())
+		st.putWait(waitKey{w.Key, w.Attempt, w.Hedge}, w.Wait.Seconds())
 	}
 }
 

@@ -258,7 +258,7 @@ func TestRun(t *testing.T) {
 }
 
 // TestHedge hedges a slow call: the copy wins, and the original is
-// cancelled, which is no error.
+// cancelled, which is no error. Each copy has its own limiter wait.
 func TestHedge(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		tel := newTelemetry()
@@ -277,7 +277,10 @@ func TestHedge(t *testing.T) {
 			}
 		}
 		tasks := []fanout.Task[int]{{Key: "slow", Do: slowThenFast}}
+		// A token every 100 ms: the copy, started at 50 ms, waits 50 ms
+		// for its own, then wins at 110 ms.
 		res, err := fanout.Run(t.Context(), tasks, fanout.WithObserver(tel.obs),
+			fanout.WithRateLimit(rate.NewLimiter(rate.Every(100*time.Millisecond), 1)),
 			fanout.WithHedge(fanout.HedgePolicy{Delay: 50 * time.Millisecond, MaxExtra: 1}))
 		require.NoError(t, err)
 		got, _ := res.Get("slow")
@@ -287,9 +290,11 @@ func TestHedge(t *testing.T) {
 		first := tel.attempt(t, "slow", 1, false)
 		assert.Equal(t, "cancelled", attrs(first.Attributes())["fanout.outcome"].AsString())
 		assert.Equal(t, codes.Unset, first.Status().Code, "losing a hedge race is no failure")
-		assert.Equal(t, 60*time.Millisecond, first.EndTime().Sub(first.StartTime()))
+		assert.Equal(t, 110*time.Millisecond, first.EndTime().Sub(first.StartTime()))
+		assert.InDelta(t, 0, attrs(first.Attributes())["fanout.limiter_wait"].AsFloat64(), 1e-6)
 		hedge := tel.attempt(t, "slow", 1, true)
 		assert.Equal(t, "ok", attrs(hedge.Attributes())["fanout.outcome"].AsString())
+		assert.InDelta(t, 0.05, attrs(hedge.Attributes())["fanout.limiter_wait"].AsFloat64(), 1e-6)
 
 		run := tel.named("fanout.run")[0]
 		assert.Equal(t, codes.Unset, run.Status().Code)
