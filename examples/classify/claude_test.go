@@ -136,3 +136,32 @@ func TestClaude(t *testing.T) {
 		}
 	})
 }
+
+// TestClaudeVote runs a vote on Claude over loopback: the first call is
+// told to back off, is retried, and the vote still decides after three
+// alike answers, skipping the last two samples.
+func TestClaudeVote(t *testing.T) {
+	srv, n := messagesServer(t, func(n int, w http.ResponseWriter, _ map[string]any) {
+		if n == 1 {
+			w.Header().Set("retry-after-ms", "20")
+			w.WriteHeader(http.StatusTooManyRequests)
+			io.WriteString(w, apiErrorBody("rate_limit_error", "slow down"))
+			return
+		}
+		io.WriteString(w, message("Negative"))
+	})
+	v := &Voter{Classifier: testClaude(srv), Samples: 5, InFlight: 1, Options: []fanout.Option{
+		fanout.WithRateLimit(fanout.NewThrottle(nil)),
+		fanout.WithRetry(fanout.RetryPolicy{InitialInterval: time.Millisecond}),
+	}}
+	got, err := v.Classify(t.Context(), Item{ID: 2, Text: "The jacket was flimsy.", Label: Negative})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Label != Negative || got.Tally.Votes != 3 {
+		t.Errorf("got %s with %v votes, want negative with 3", got.Label, got.Tally.Votes)
+	}
+	if n.Load() < 4 || got.Started < 3 {
+		t.Errorf("%d requests, %d samples started; want the refused one and three answers", n.Load(), got.Started)
+	}
+}

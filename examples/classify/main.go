@@ -102,8 +102,12 @@ func run(ctx context.Context, c config, clf Classifier, w io.Writer) (*Report, e
 	items := Dataset(c.n, c.seed)
 	bar := progress.New(len(items), w, "classify")
 	var callTime atomic.Int64 // summed durations of every call
+	// One limiter for every call of every text's vote. The Throttle around
+	// it carries a server's Retry-After (a 429 or 529 from the API) to all
+	// of them, not only to the vote that was told.
+	limiter := fanout.NewThrottle(rate.NewLimiter(rate.Limit(c.rps), max(1, int(c.rps/20))))
 	voter := &Voter{Classifier: clf, Samples: c.samples, InFlight: c.inFlight, Options: []fanout.Option{
-		fanout.WithRateLimit(rate.NewLimiter(rate.Limit(c.rps), max(1, int(c.rps/20)))),
+		fanout.WithRateLimit(limiter),
 		fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 4, InitialInterval: 200 * time.Millisecond}),
 		fanout.WithObserver(bar.CallObserver()),
 		fanout.WithObserver(&fanout.Observer{AttemptDone: func(_ context.Context, a fanout.AttemptInfo) {
