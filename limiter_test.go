@@ -182,20 +182,28 @@ func TestCooldown(t *testing.T) {
 			assert.Equal(t, []time.Duration{0, 5 * time.Second}, s.at["hit"])
 		})
 	})
-	t.Run("a delay longer than MaxWait still pauses the Throttle", func(t *testing.T) {
+	t.Run("a delay longer than MaxWait gives up without pausing anyone", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			th := fanout.NewThrottle(nil)
-			long := &fanout.HTTPError{StatusCode: 429, Status: "429 Too Many Requests", Delay: time.Minute}
+			long := &fanout.HTTPError{StatusCode: 429, Status: "429 Too Many Requests", Delay: time.Hour}
 			s := newStarts()
 			quota := s.task("quota", 0, func(int) error { return long })
 			next := s.task("next", 0, ok)
-			p := exact(3)
-			p.MaxWait = time.Second
 			rs, _ := fanout.Run(context.Background(), []fanout.Task[int]{quota, next}, fanout.WithRateLimit(th),
-				fanout.WithRetry(p), fanout.WithLimit(1))
+				fanout.WithRetry(exact(3)), fanout.WithLimit(1))
 			r, _ := rs.Get("quota")
-			assert.Equal(t, 1, r.Attempts, "the task gives up at once")
-			assert.Equal(t, []time.Duration{time.Minute}, s.at["next"], "but the others honour the server's minute")
+			assert.Equal(t, 1, r.Attempts)
+			assert.Equal(t, []time.Duration{0}, s.at["next"])
+		})
+	})
+	t.Run("without WithRetry a server-directed delay still pauses the Throttle", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			th := fanout.NewThrottle(nil)
+			s := newStarts()
+			hit := s.task("hit", 0, func(int) error { return busy })
+			next := s.task("next", 0, ok)
+			_, _ = fanout.Run(context.Background(), []fanout.Task[int]{hit, next}, fanout.WithRateLimit(th), fanout.WithLimit(1))
+			assert.Equal(t, []time.Duration{5 * time.Second}, s.at["next"])
 		})
 	})
 	t.Run("a Throttle with no limiter is a cooldown alone", func(t *testing.T) {

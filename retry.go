@@ -41,8 +41,10 @@ type RetryPolicy struct {
 // context's cause and the last attempt's error. An error that has a
 // RetryAfter() time.Duration method with a positive result (see
 // [CheckResponse]) sets the next wait in place of the backoff; it does not
-// advance the backoff schedule. (With or without WithRetry, such an error
-// also pauses the run's [Throttle] limiters for everyone.)
+// advance the backoff schedule. With or without WithRetry, such an error
+// also pauses the run's [Throttle] limiters for everyone for that delay,
+// unless it is longer than MaxWait (30 s without WithRetry): then the task
+// gives up instead and nobody pauses.
 func WithRetry(p RetryPolicy) Option {
 	return func(c *config) {
 		switch {
@@ -66,7 +68,7 @@ func (p *RetryPolicy) maxAttempts() int {
 }
 
 func (p *RetryPolicy) maxWait() time.Duration {
-	if p.MaxWait == 0 {
+	if p == nil || p.MaxWait == 0 {
 		return 30 * time.Second
 	}
 	return p.MaxWait
@@ -161,9 +163,11 @@ func (r *run[T]) attempts(w *worker[T], t Task[T], res *Result[T]) {
 			return
 		}
 		res.Err = err
-		if d := serverDelay(err); d > 0 {
+		if d := serverDelay(err); d > 0 && d <= policy.maxWait() {
 			// The server's word holds for everyone sharing the limiters,
-			// whether or not this task retries.
+			// whether or not this task retries. A delay longer than any
+			// task would wait means giving up, not pausing: one exhausted
+			// quota must not stall the rest of the run.
 			r.pauseLimiters(d)
 		}
 		if policy == nil || n >= policy.maxAttempts() || ctx.Err() != nil || !policy.retryable(err) {
