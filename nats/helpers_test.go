@@ -1,0 +1,135 @@
+package fanoutnats_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	fanoutnats "github.com/gofanout/fanout/nats"
+	"github.com/gofanout/fanout/nats/embedded"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// fastAck keeps redelivery quick in tests; workers beat every third of it.
+const fastAck = 400 * time.Millisecond
+
+// env is one embedded server with helpers to connect to it.
+type env struct {
+	t   *testing.T
+	srv *embedded.Server
+}
+
+func newEnv(t *testing.T, opts ...embedded.Option) *env {
+	t.Helper()
+	srv, err := embedded.Start(t.TempDir(), opts...)
+	require.NoError(t, err)
+	t.Cleanup(srv.Close)
+	return &env{t: t, srv: srv}
+}
+
+func (e *env) conn() *nats.Conn {
+	e.t.Helper()
+	nc, err := fanoutnats.Connect([]string{e.srv.URL()})
+	require.NoError(e.t, err)
+	e.t.Cleanup(nc.Close)
+	return nc
+}
+
+func (e *env) client(opts ...fanoutnats.Option) *fanoutnats.Client {
+	e.t.Helper()
+	c, err := fanoutnats.NewClient(context.Background(), e.conn(), append(testOpts(), opts...)...)
+	require.NoError(e.t, err)
+	e.t.Cleanup(c.Close)
+	return c
+}
+
+func testOpts() []fanoutnats.Option {
+	return []fanoutnats.Option{fanoutnats.WithAckWait(fastAck), fanoutnats.WithMemoryStorage()}
+}
+
+// runningWorker is a worker serving in the background on its own
+// connection, so a test can kill that connection.
+type runningWorker struct {
+	*fanoutnats.Worker
+	nc   *nats.Conn
+	stop context.CancelFunc
+	done chan error
+}
+
+// worker starts a worker with the handlers register adds, serving until
+// the test ends (or its connection is killed).
+func (e *env) worker(register func(*fanoutnats.Worker), opts ...fanoutnats.Option) *runningWorker {
+	e.t.Helper()
+	nc := e.conn()
+	w, err := fanoutnats.NewWorker(context.Background(), nc, append(testOpts(), opts...)...)
+	require.NoError(e.t, err)
+	register(w)
+	ctx, stop := context.WithCancel(context.Background())
+	rw := &runningWorker{Worker: w, nc: nc, stop: stop, done: make(chan error, 1)}
+	go func() { rw.done <- w.Serve(ctx) }()
+	e.t.Cleanup(rw.shutdown)
+	return rw
+}
+
+// kill closes the worker's connection, as a crash would, and waits for
+// Serve to return.
+func (rw *runningWorker) kill(t *testing.T) {
+	rw.nc.Close()
+	select {
+	case err := <-rw.done:
+		require.Error(t, err)
+		rw.done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("worker did not stop after its connection closed")
+	}
+}
+
+func (rw *runningWorker) shutdown() {
+	rw.stop()
+	<-rw.done
+}
+
+func (e *env) stream(c *fanoutnats.Client) jetstream.Stream {
+	e.t.Helper()
+	js, err := jetstream.New(e.conn())
+	require.NoError(e.t, err)
+	s, err := js.Stream(context.Background(), "FANOUT")
+	require.NoError(e.t, err)
+	return s
+}
+
+func (e *env) queued() uint64 {
+	e.t.Helper()
+	info, err := e.stream(nil).Info(context.Background())
+	require.NoError(e.t, err)
+	return info.State.Msgs
+}
+
+// signals collects names sent by handlers, for tests to wait on.
+type signals struct {
+	mu sync.Mutex
+	ch chan string
+}
+
+func newSignals() *signals { return &signals{ch: make(chan string, 100)} }
+
+func (s *signals) send(v string) { s.ch <- v }
+
+func (s *signals) wait(t *testing.T) string {
+	t.Helper()
+	select {
+	case v := <-s.ch:
+		return v
+	case <-time.After(15 * time.Second):
+		t.Fatal("timed out waiting for a handler signal")
+		return ""
+	}
+}

@@ -1,0 +1,206 @@
+package fanoutnats
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Option configures a [Client] or a [Worker]. Clients and workers that
+// work together must agree on the prefix, stream, consumer and codec.
+type Option func(*config)
+
+type config struct {
+	prefix        string
+	stream        string
+	consumer      string
+	replicas      int
+	storage       jetstream.StorageType
+	bind          bool
+	ackWait       time.Duration
+	maxDeliver    int
+	codec         Codec
+	concurrency   int
+	resultTimeout time.Duration
+	name          string
+	heartbeat     time.Duration // 0: ackWait/3; negative: none (tests)
+	errs          []error
+}
+
+func newConfig(opts []Option) (*config, error) {
+	c := &config{
+		prefix:      "fanout",
+		stream:      "FANOUT",
+		consumer:    "workers",
+		replicas:    1,
+		storage:     jetstream.FileStorage,
+		ackWait:     30 * time.Second,
+		maxDeliver:  5,
+		codec:       JSON{},
+		concurrency: 8,
+	}
+	for _, opt := range opts {
+		if opt == nil {
+			c.invalid("nil Option")
+			continue
+		}
+		opt(c)
+	}
+	if len(c.errs) > 0 {
+		return nil, c.errs[0]
+	}
+	return c, nil
+}
+
+func (c *config) invalid(format string, args ...any) {
+	c.errs = append(c.errs, fmt.Errorf("fanoutnats: "+format, args...))
+}
+
+// WithPrefix sets the first token of every subject used (default
+// "fanout"): tasks go to PREFIX.task.>, replies to PREFIX.reply.>, cancels
+// to PREFIX.cancel.>. Distinct prefixes (with distinct streams) keep
+// independent deployments apart on one cluster.
+func WithPrefix(p string) Option {
+	return func(c *config) {
+		if !validToken(p) {
+			c.invalid("WithPrefix(%q): prefix must be one subject token of letters, digits, '-' or '_'", p)
+			return
+		}
+		c.prefix = p
+	}
+}
+
+// WithStream names the work-queue stream (default "FANOUT").
+func WithStream(name string) Option {
+	return func(c *config) {
+		if !validToken(name) {
+			c.invalid("WithStream(%q): invalid stream name", name)
+			return
+		}
+		c.stream = name
+	}
+}
+
+// WithConsumer names the durable consumer the workers share (default
+// "workers").
+func WithConsumer(name string) Option {
+	return func(c *config) {
+		if !validToken(name) {
+			c.invalid("WithConsumer(%q): invalid consumer name", name)
+			return
+		}
+		c.consumer = name
+	}
+}
+
+// WithReplicas sets the stream's and consumer's replicas when they are
+// created (default 1; use 3 on a three-node cluster).
+func WithReplicas(n int) Option {
+	return func(c *config) {
+		if n < 1 || n > 5 {
+			c.invalid("WithReplicas(%d): replicas must be 1 to 5", n)
+			return
+		}
+		c.replicas = n
+	}
+}
+
+// WithMemoryStorage keeps the task stream in memory rather than on disk:
+// faster, but queued tasks are lost if the server restarts.
+func WithMemoryStorage() Option {
+	return func(c *config) { c.storage = jetstream.MemoryStorage }
+}
+
+// WithBind uses an existing stream and consumer, provisioned by an
+// operator, instead of creating or updating them. NewClient and NewWorker
+// then fail, naming what is missing, if they do not exist.
+func WithBind() Option {
+	return func(c *config) { c.bind = true }
+}
+
+// WithAckWait sets how long a task may go without an acknowledgement or
+// heartbeat before JetStream redelivers it to another worker (default
+// 30 s). Workers send in-progress heartbeats every third of it while a
+// handler runs, so it bounds how long a crashed worker holds a task, not
+// how long a task may run.
+func WithAckWait(d time.Duration) Option {
+	return func(c *config) {
+		if d < 50*time.Millisecond {
+			c.invalid("WithAckWait(%v): must be at least 50ms", d)
+			return
+		}
+		c.ackWait = d
+	}
+}
+
+// WithMaxDeliver caps how many times JetStream delivers one task (default
+// 5). A task that exhausts its deliveries fails with [ErrMaxDeliveries].
+func WithMaxDeliver(n int) Option {
+	return func(c *config) {
+		if n < 1 {
+			c.invalid("WithMaxDeliver(%d): must be at least 1", n)
+			return
+		}
+		c.maxDeliver = n
+	}
+}
+
+// WithCodec encodes arguments and results with codec instead of JSON.
+func WithCodec(codec Codec) Option {
+	return func(c *config) {
+		if codec == nil {
+			c.invalid("WithCodec(nil)")
+			return
+		}
+		c.codec = codec
+	}
+}
+
+// WithConcurrency sets how many handlers a worker runs at once (default 8).
+func WithConcurrency(n int) Option {
+	return func(c *config) {
+		if n < 1 {
+			c.invalid("WithConcurrency(%d): must be at least 1", n)
+			return
+		}
+		c.concurrency = n
+	}
+}
+
+// WithResultTimeout is the client's backstop: a remote task with no reply
+// d after it was sent fails with [ErrNoReply], whatever its context says.
+// By default there is none beyond the task's context and
+// [ErrMaxDeliveries]; set it when replies may be lost (the client's
+// connection dropped while a worker replied) and the run has no deadline.
+func WithResultTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d < 0 {
+			c.invalid("WithResultTimeout(%v): must not be negative", d)
+			return
+		}
+		c.resultTimeout = d
+	}
+}
+
+// WithName names a worker in replies and errors (default: a random id).
+func WithName(name string) Option {
+	return func(c *config) { c.name = name }
+}
+
+// Codec encodes task arguments and results. It must be safe for
+// concurrent use.
+type Codec interface {
+	Marshal(v any) ([]byte, error)
+	Unmarshal(data []byte, v any) error
+}
+
+// JSON is the default [Codec], encoding/json.
+type JSON struct{}
+
+// Marshal encodes v as JSON.
+func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// Unmarshal decodes JSON data into v.
+func (JSON) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
