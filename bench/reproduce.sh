@@ -2,14 +2,14 @@
 # Reproduces every figure of BENCHMARKS.md; run it from bench/.
 #
 # The peer benchmarks run as COUNT separate passes of the whole matrix
-# (default 6, at -benchtime 100ms, about a minute a pass on 2 cores)
+# (default 10, at -benchtime 100ms, about a minute a pass on 2 cores)
 # rather than with -count, which repeats each benchmark back to back:
 # interleaving the passes spreads the noise of a shared machine over
 # every implementation alike, so the ratios to the floor stay fair.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-COUNT=${COUNT:-6}
+COUNT=${COUNT:-10}
 BENCHTIME=${BENCHTIME:-100ms}
 RAW=${RAW:-../bench-peers.txt}
 BENCHSTAT="go run golang.org/x/perf/cmd/benchstat@latest"
@@ -25,15 +25,16 @@ for i in $(seq "$COUNT"); do
 done
 
 # The targets' tables, compared by benchstat.
+units='(.unit:ns/task OR .unit:allocs/task)'
 {
-	echo '## dispatch, no per-task timeout: fanout vs the floor'
-	$BENCHSTAT -col '.name@(Floor Fanout)' -filter '/body:trivial /l:8 /timeout:false' "$RAW"
+	echo '## dispatch, no per-task timeout: fanout vs the floor and the keyed floor'
+	$BENCHSTAT -col '.name@(Floor FloorKeyed Fanout)' -filter "/body:trivial /l:8 /timeout:false $units" "$RAW"
 	echo '## per-task timeouts, keyed results: fanout vs the hand-rolled errgroup+map+timeout code'
-	$BENCHSTAT -col '.name@(Handrolled Fanout)' -filter '/body:trivial /l:8 /timeout:true' "$RAW"
+	$BENCHSTAT -col '.name@(Handrolled Fanout)' -filter "/body:trivial /l:8 /timeout:true $units" "$RAW"
 	echo '## 1 000 sleeps of 1 ms at l = 100 vs 10 sequential sleeps'
-	$BENCHSTAT -filter '.name:SleepTarget' "$RAW"
+	$BENCHSTAT -filter '.name:SleepTarget .unit:sec/op' "$RAW"
 	echo '## the bodies alone'
-	$BENCHSTAT -filter '.name:Body' "$RAW"
+	$BENCHSTAT -filter '.name:Body .unit:sec/op' "$RAW"
 } >results/benchstat.txt 2>&1
 
 go run ./cmd/chart -bench "$RAW" -cost results/cost.svg -md results/tables.md -targets results/targets.md
