@@ -58,6 +58,20 @@ func TestVote(t *testing.T) {
 			assert.Equal(t, int32(1), cancelled.Load())
 		})
 	})
+	t.Run("decides before the next task can start", func(t *testing.T) {
+		var calls atomic.Int32
+		tasks := make([]fanout.Task[string], 5)
+		for i := range tasks {
+			tasks[i] = fanout.Task[string]{Key: fmt.Sprint("s", i), Do: func(context.Context) (string, error) {
+				calls.Add(1)
+				return "A", nil
+			}}
+		}
+		tally, err := fanout.Gather(context.Background(), tasks, fanout.Vote(parseChoice), fanout.WithLimit(1))
+		require.NoError(t, err)
+		assert.Equal(t, int32(3), calls.Load(), "three votes decide five; the last two never start")
+		assert.Equal(t, 2, tally.Stopped)
+	})
 	t.Run("breaks ties for the earliest task in input order", func(t *testing.T) {
 		for range 20 {
 			tally, err := fanout.Gather(context.Background(), []fanout.Task[string]{

@@ -140,7 +140,7 @@ func StreamSeq[T any](ctx context.Context, tasks iter.Seq[Task[T]], opts ...Opti
 }
 
 // Gather runs the tasks and folds their Results, in completion order, into
-// agg. When agg.Add reports that it has decided, the tasks still running
+// agg, calling agg.Add from one goroutine at a time. When agg.Add reports that it has decided, the tasks still running
 // are cancelled with cause [ErrStopped] and the tasks not yet started are
 // skipped; their Results still reach agg.Add, so every key is accounted
 // for. Gather then returns agg.Result.
@@ -158,15 +158,16 @@ func Gather[T, R any](ctx context.Context, tasks []Task[T], agg Aggregator[T, R]
 	}
 	if len(tasks) > 0 {
 		r := newRun(ctx, cfg, sliceSource(tasks, cfg), len(tasks))
+		// Add runs on the worker that finished the task, before it claims
+		// another, so a decision is made before the next task can start.
 		decided := false
-		r.collect(func(res Result[T]) {
-			if !decided && agg.Add(res) {
+		r.fold = func(res *Result[T]) {
+			if agg.Add(*res) && !decided {
 				decided = true
 				r.cancel(ErrStopped)
-			} else if decided {
-				agg.Add(res)
 			}
-		})
+		}
+		r.runAll()
 	}
 	return agg.Result(ctx)
 }

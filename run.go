@@ -94,8 +94,10 @@ type run[T any] struct {
 	dlMu      sync.Mutex
 	watching  sync.WaitGroup
 
-	results []Result[T]    // Run: each worker writes its key's slot
-	emit    chan Result[T] // Stream and Gather: completion order
+	fold    func(*Result[T]) // Gather: called with each Result under foldMu
+	foldMu  sync.Mutex
+	results []Result[T]    // Run and Gather: each worker writes its key's slot
+	emit    chan Result[T] // Stream: completion order
 	live    atomic.Int32   // workers still running, for closing emit
 	tally   runTally       // counts for the observer's RunDone
 	release []func()       // undone when the run ends
@@ -200,15 +202,6 @@ func (r *run[T]) stream(yield func(Result[T]) bool) {
 	}
 }
 
-// collect runs the tasks and passes every Result to fn, in completion
-// order. fn may call r.cancel to stop the run early.
-func (r *run[T]) collect(fn func(Result[T])) {
-	r.stream(func(res Result[T]) bool {
-		fn(res)
-		return true
-	})
-}
-
 func (r *run[T]) end() {
 	for _, f := range r.release {
 		f()
@@ -233,21 +226,24 @@ func (r *run[T]) work() {
 		defer w.deadlines.close()
 	}
 	w.now = monotime()
+	var scratch Result[T] // where a Result goes when the run keeps none
 	for !r.lazy || r.ctx.Err() == nil {
 		t, i, ok := r.src.claim()
 		if !ok {
 			break
 		}
+		res := &scratch
 		if r.results != nil {
-			r.do(w, t, i, &r.results[i])
-			r.finish(&r.results[i])
-			continue
+			res = &r.results[i]
+		} else {
+			*res = Result[T]{}
 		}
-		var res Result[T]
-		r.do(w, t, i, &res)
-		r.finish(&res)
-		r.emit <- res
-		w.now = monotime() // the send may have waited for the consumer
+		r.do(w, t, i, res)
+		r.finish(res)
+		if r.emit != nil {
+			r.emit <- *res
+			w.now = monotime() // the send may have waited for the consumer
+		}
 	}
 	if r.emit != nil && r.live.Add(-1) == 0 {
 		close(r.emit)
@@ -309,6 +305,11 @@ func monotime() time.Duration { return time.Since(epoch) }
 func (r *run[T]) finish(res *Result[T]) {
 	if res.Err != nil && r.cfg.failFast {
 		r.cancel(&TaskError{Key: res.Key, Err: res.Err})
+	}
+	if r.fold != nil {
+		r.foldMu.Lock()
+		r.fold(res)
+		r.foldMu.Unlock()
 	}
 	if r.obs != nil {
 		r.tally.add(res.Err, res.Attempts, res.Hedges)
