@@ -133,3 +133,14 @@ func (s *signals) wait(t *testing.T) string {
 		return ""
 	}
 }
+
+func newJetStream(nc *nats.Conn) (jetstream.JetStream, error) { return jetstream.New(nc) }
+
+func workQueueStream() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:      "FANOUT",
+		Subjects:  []string{"fanout.task.>"},
+		Retention: jetstream.WorkQueuePolicy,
+		Storage:   jetstream.MemoryStorage,
+	}
+}
