@@ -139,7 +139,7 @@ var errLostRace = errors.New("fanout: another copy of the attempt succeeded firs
 // hedged makes the n-th attempt of t, starting a copy if it runs past the
 // hedge delay, and returns the first success, or the first error if both
 // copies fail.
-func (r *run[T]) hedged(ctx context.Context, t Task[T], n int, res *Result[T]) (T, error) {
+func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *Result[T]) (T, error) {
 	type outcome struct {
 		v    T
 		err  error
@@ -151,7 +151,7 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], n int, res *Result[T]) (
 	defer cancel(nil)
 	done := make(chan outcome, 2)
 	go func() {
-		v, err := r.try(hctx, t, AttemptInfo{Key: t.Key, Attempt: n}, nil)
+		v, err := r.try(hctx, t, info, nil)
 		done <- outcome{v: v, err: err}
 	}()
 	running := 1
@@ -205,14 +205,15 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], n int, res *Result[T]) (
 			res.Attempts++
 			res.Hedges++
 			running++
-			r.obs.hedge(ctx, HedgeInfo{Key: t.Key, Attempt: n, After: time.Since(start)})
+			r.obs.hedge(ctx, HedgeInfo{Key: t.Key, Attempt: info.Attempt, After: time.Since(start)})
 			go func() {
-				wait, err := r.limiterWait(hctx, t, n, true)
+				wait, err := r.limiterWait(hctx, t, info.Attempt, true)
 				if err != nil {
 					done <- outcome{err: err, wait: wait}
 					return
 				}
-				v, err := r.try(hctx, t, AttemptInfo{Key: t.Key, Attempt: n, Hedge: true}, nil)
+				copyInfo := AttemptInfo{Key: t.Key, Attempt: info.Attempt, Hedge: true, LimiterWait: wait}
+				v, err := r.try(hctx, t, copyInfo, nil)
 				done <- outcome{v: v, err: err, wait: wait}
 			}()
 		}

@@ -107,10 +107,10 @@ func (r *run[T]) pauseLimiters(d time.Duration) {
 
 // waitLimiters waits on each of the run's limiters before the n-th
 // attempt of t and reports the time it took.
-func (r *run[T]) waitLimiters(ctx context.Context, t Task[T], n int, res *Result[T]) error {
+func (r *run[T]) waitLimiters(ctx context.Context, t Task[T], n int, res *Result[T]) (time.Duration, error) {
 	wait, err := r.limiterWait(ctx, t, n, false)
 	res.LimiterWait += wait
-	return err
+	return wait, err
 }
 
 func (r *run[T]) limiterWait(ctx context.Context, t Task[T], n int, hedge bool) (time.Duration, error) {

@@ -78,7 +78,13 @@ func TestRateLimit(t *testing.T) {
 			tasks := []fanout.Task[int]{s.task("a", 50, ok), s.task("b", 50, ok), s.task("c", 50, ok), s.task("d", 50, ok)}
 			tpm := rate.NewLimiter(100, 100) // tokens per second
 			rpm := rate.NewLimiter(2, 1)     // requests per second
-			rs, err := fanout.Run(context.Background(), tasks, fanout.WithRateLimit(tpm), fanout.WithRequestLimit(rpm), fanout.WithLimit(1))
+			var seen time.Duration
+			obs := &fanout.Observer{AttemptStart: func(ctx context.Context, a fanout.AttemptInfo) context.Context {
+				seen += a.LimiterWait
+				return ctx
+			}}
+			rs, err := fanout.Run(context.Background(), tasks, fanout.WithRateLimit(tpm), fanout.WithRequestLimit(rpm),
+				fanout.WithLimit(1), fanout.WithObserver(obs))
 			require.NoError(t, err)
 			// Requests allow one each 500ms; tokens allow 50 each 500ms
 			// once the first 100 are spent.
@@ -88,6 +94,7 @@ func TestRateLimit(t *testing.T) {
 				waited += r.LimiterWait
 			}
 			assert.Equal(t, 1500*time.Millisecond, waited)
+			assert.Equal(t, waited, seen, "each attempt tells its observer how long it waited")
 		})
 	})
 	t.Run("more tokens than the burst fail the key", func(t *testing.T) {

@@ -43,8 +43,11 @@ type AttemptInfo struct {
 	Key     string
 	Attempt int  // 1 for the first try, 2 for the first retry, ...
 	Hedge   bool // a hedged copy of the attempt
-	Elapsed time.Duration
-	Err     error
+	// LimiterWait is how long the attempt waited on the rate limiters
+	// before it started.
+	LimiterWait time.Duration
+	Elapsed     time.Duration // set in AttemptDone
+	Err         error         // set in AttemptDone
 }
 
 // RetryInfo describes a retry about to wait.

@@ -153,11 +153,12 @@ func (r *run[T]) attempts(w *worker[T], t Task[T], res *Result[T]) {
 	policy := r.cfg.retry
 	var b backoff.BackOff
 	for n := 1; ; n++ {
-		if err := r.waitLimiters(ctx, t, n, res); err != nil {
+		wait, err := r.waitLimiters(ctx, t, n, res)
+		if err != nil {
 			res.Err = withLast(err, res.Err)
 			return
 		}
-		v, err := r.attempt(w, t, n, res)
+		v, err := r.attempt(w, t, AttemptInfo{Key: t.Key, Attempt: n, LimiterWait: wait}, res)
 		if err == nil {
 			res.Value, res.Err = v, nil
 			return
@@ -197,13 +198,13 @@ func withLast(stop, last error) error {
 	return fmt.Errorf("%w; last attempt: %w", stop, last)
 }
 
-// attempt makes the n-th try of t, hedged if the run hedges.
-func (r *run[T]) attempt(w *worker[T], t Task[T], n int, res *Result[T]) (T, error) {
+// attempt makes one try of t, hedged if the run hedges.
+func (r *run[T]) attempt(w *worker[T], t Task[T], info AttemptInfo, res *Result[T]) (T, error) {
 	res.Attempts++
 	if r.hedger != nil {
-		return r.hedged(w, t, n, res)
+		return r.hedged(w, t, info, res)
 	}
-	return r.try(w, t, AttemptInfo{Key: t.Key, Attempt: n}, w.deadlines)
+	return r.try(w, t, info, w.deadlines)
 }
 
 // try makes one call of t under the per-attempt deadline, armed with dl
