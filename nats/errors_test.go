@@ -18,7 +18,7 @@ import (
 
 type retryAfterError struct{ d time.Duration }
 
-func (e retryAfterError) Error() string              { return "slow down" }
+func (e retryAfterError) Error() string             { return "slow down" }
 func (e retryAfterError) RetryAfter() time.Duration { return e.d }
 
 func TestRemoteErrorsKeepTheirKindAcrossTheWire(t *testing.T) {
