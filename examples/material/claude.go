@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/anthropics/anthropic-sdk-go"
+	"github.com/anthropics/anthropic-sdk-go/option"
+
+	"github.com/gofanout/fanout"
+)
+
+// criteriaOf is what each specialist weighs, as the seed workflow frames it.
+var criteriaOf = map[string]string{
+	"metal":     "strength, weldability, corrosion resistance, cost",
+	"polymer":   "moldability, weight, temperature range, UV resistance",
+	"ceramic":   "hardness, brittleness, thermal resistance, machinability",
+	"composite": "strength-to-weight, cost, manufacturing complexity",
+	"elastomer": "flexibility, durability, chemical resistance, temperature range",
+	"wood":      "availability, machinability, aesthetics, moisture sensitivity",
+}
+
+// Claude is an Analyst and a Judge backed by the Anthropic Messages API,
+// through the official Go SDK. The SDK's own retries are off: the
+// fan-out retries, honouring Retry-After.
+type Claude struct {
+	client anthropic.Client
+	model  anthropic.Model
+	image  *anthropic.ImageBlockParam // optional picture of the part
+}
+
+// NewClaude returns a Claude of model; opts come last so a test can point
+// it at a local server.
+func NewClaude(model string, opts ...option.RequestOption) *Claude {
+	opts = append([]option.RequestOption{option.WithMaxRetries(0)}, opts...)
+	return &Claude{client: anthropic.NewClient(opts...), model: anthropic.Model(model)}
+}
+
+// WithImage adds a picture of the part to every analyst's question.
+func (c *Claude) WithImage(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("material: image: %w", err)
+	}
+	media := mime.TypeByExtension(strings.ToLower(filepath.Ext(path)))
+	if media == "" {
+		return fmt.Errorf("material: image %s: unknown type", path)
+	}
+	block := anthropic.NewImageBlockBase64(media, base64.StdEncoding.EncodeToString(data))
+	c.image = block.OfImage
+	return nil
+}
+
+// Analyze implements Analyst.
+func (c *Claude) Analyze(ctx context.Context, p Part, fam string) (Analysis, error) {
+	spec, _ := json.Marshal(p)
+	system := fmt.Sprintf("You are a materials engineer who specialises in %s materials. "+
+		"Evaluate the part for %s: %s. Answer with one JSON object and nothing else: "+
+		`{"suitability": 0-10, "disqualified": ["hard limit it breaks", ...], "pros": [...], "cons": [...], "summary": "one sentence"}`,
+		fam, fam, criteriaOf[fam])
+	content := []anthropic.ContentBlockParamUnion{anthropic.NewTextBlock("Part specification:\n" + string(spec))}
+	if c.image != nil {
+		content = append(content, anthropic.ContentBlockParamUnion{OfImage: c.image})
+	}
+	text, err := c.ask(ctx, system, content, 600)
+	if err != nil {
+		return Analysis{}, err
+	}
+	var a Analysis
+	if err := decodeJSON(text, &a); err != nil {
+		return Analysis{}, fmt.Errorf("material: %s analyst: %w", fam, err)
+	}
+	a.Family = fam
+	return a, nil
+}
+
+// Judge implements Judge: Claude reads every analysis and picks one.
+func (c *Claude) Judge(ctx context.Context, p Part, results []fanout.Result[Analysis]) (Verdict, error) {
+	var b strings.Builder
+	spec, _ := json.Marshal(p)
+	fmt.Fprintf(&b, "Part specification:\n%s\n\nSpecialist analyses:\n", spec)
+	for _, r := range results {
+		if r.Err != nil {
+			fmt.Fprintf(&b, "- %s: no analysis (%v)\n", r.Key, r.Err)
+			continue
+		}
+		a, _ := json.Marshal(r.Value)
+		fmt.Fprintf(&b, "- %s: %s\n", r.Key, a)
+	}
+	system := "You are the lead materials engineer. Compare the specialists' analyses and pick the single best " +
+		"material family for the part. Answer with one JSON object and nothing else: " +
+		`{"material": "family", "confidence": 0-1, "rationale": "two or three sentences"}`
+	text, err := c.ask(ctx, system, []anthropic.ContentBlockParamUnion{anthropic.NewTextBlock(b.String())}, 600)
+	if err != nil {
+		return Verdict{}, err
+	}
+	var v Verdict
+	if err := decodeJSON(text, &v); err != nil {
+		return Verdict{}, fmt.Errorf("material: judge: %w", err)
+	}
+	return v, nil
+}
+
+func (c *Claude) ask(ctx context.Context, system string, content []anthropic.ContentBlockParamUnion, maxTokens int64) (string, error) {
+	msg, err := c.client.Messages.New(ctx, anthropic.MessageNewParams{
+		Model:     c.model,
+		MaxTokens: maxTokens,
+		System:    []anthropic.TextBlockParam{{Text: system}},
+		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(content...)},
+	})
+	if err != nil {
+		return "", apiError(err)
+	}
+	fanout.Spend(ctx, fanout.Cost{Tokens: msg.Usage.InputTokens + msg.Usage.OutputTokens})
+	var b strings.Builder
+	for _, block := range msg.Content {
+		if block.Type == "text" {
+			b.WriteString(block.Text)
+		}
+	}
+	return b.String(), nil
+}
+
+// apiError keeps what fanout's retry needs from an API error: the
+// Retry-After of a 429 or 529, and no retry of a request refused for good.
+func apiError(err error) error {
+	var apiErr *anthropic.Error
+	if errors.As(err, &apiErr) && apiErr.Response != nil {
+		if herr := fanout.CheckResponse(apiErr.Response); herr != nil {
+			return fmt.Errorf("claude: %w (%w)", herr, err)
+		}
+	}
+	return fmt.Errorf("claude: %w", err)
+}
+
+// decodeJSON reads the first JSON object in text: models sometimes wrap
+// their answer in prose or a code fence.
+func decodeJSON(text string, v any) error {
+	start, end := strings.Index(text, "{"), strings.LastIndex(text, "}")
+	if start < 0 || end < start {
+		return fmt.Errorf("no JSON object in the answer %q", text)
+	}
+	if err := json.Unmarshal([]byte(text[start:end+1]), v); err != nil {
+		return fmt.Errorf("answer is not the JSON asked for: %w", err)
+	}
+	return nil
+}
