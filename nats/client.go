@@ -273,6 +273,12 @@ func (c *Client) call(ctx context.Context, b *Batch, name, key string, args any)
 	ack, err := c.js.PublishMsg(ctx, m, jetstream.WithMsgID(id))
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil {
+			// The task may have reached the stream all the same.
+			if attemptOnly(cause) {
+				c.cancelRemote(b.id, id)
+			} else {
+				b.cancel()
+			}
 			return nil, cause
 		}
 		return nil, fmt.Errorf("fanoutnats: publish key %q: %w", key, err)

@@ -76,5 +76,7 @@
 // connecting to a real cluster do not link the server.
 //
 // Clients and workers are safe for concurrent use. Measured overhead is in
-// BENCHMARKS.md: about 0.2 ms of latency per task on loopback.
+// BENCHMARKS.md: on loopback, a lone remote task takes about 130 µs
+// where an in-process one takes 1 µs, and a fan-out of 100 trivial tasks
+// reaches about 22,000 tasks per second with two or more workers.
 package fanoutnats

@@ -177,3 +177,20 @@ func TestInvalidOptionsAreReported(t *testing.T) {
 		fanoutnats.Handle(w, "a.b", func(context.Context, int) (int, error) { return 0, nil })
 	})
 }
+
+func TestResultTimeoutIsTheClientsBackstop(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(fanoutnats.WithResultTimeout(300 * time.Millisecond))
+	stopped := make(chan error, 1)
+	e.worker(func(w *fanoutnats.Worker) {
+		fanoutnats.Handle(w, "silent", func(ctx context.Context, _ struct{}) (string, error) {
+			<-ctx.Done()
+			stopped <- context.Cause(ctx)
+			return "", context.Cause(ctx)
+		})
+	})
+	_, err := fanout.Run(context.Background(),
+		[]fanout.Task[string]{fanoutnats.Remote[struct{}, string](c, "silent", "k", struct{}{})})
+	require.ErrorIs(t, err, fanoutnats.ErrNoReply)
+	assert.ErrorIs(t, <-stopped, fanoutnats.ErrCancelledForTest, "the worker is told to give up too")
+}

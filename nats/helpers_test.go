@@ -23,11 +23,11 @@ const fastAck = 400 * time.Millisecond
 
 // env is one embedded server with helpers to connect to it.
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	srv *embedded.Server
 }
 
-func newEnv(t *testing.T, opts ...embedded.Option) *env {
+func newEnv(t testing.TB, opts ...embedded.Option) *env {
 	t.Helper()
 	srv, err := embedded.Start(t.TempDir(), opts...)
 	require.NoError(t, err)
