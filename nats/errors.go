@@ -92,7 +92,7 @@ type wireError struct {
 }
 
 // toWire classifies a handler's error for the reply.
-func toWire(err error, ctx context.Context) wireError {
+func toWire(ctx context.Context, err error) wireError {
 	w := wireError{Code: CodeError, Message: err.Error()}
 	var perm *backoff.PermanentError
 	var panicked *fanout.PanicError

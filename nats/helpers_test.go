@@ -2,7 +2,6 @@ package fanoutnats_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -115,7 +114,6 @@ func (e *env) queued() uint64 {
 
 // signals collects names sent by handlers, for tests to wait on.
 type signals struct {
-	mu sync.Mutex
 	ch chan string
 }
 

@@ -17,13 +17,8 @@ import (
 	"github.com/nats-io/nuid"
 )
 
-var (
-	// errCancelled is the cause of a handler whose client cancelled it.
-	errCancelled = errors.New("fanoutnats: task cancelled by its client")
-	// errWorkerStopped is the cause of handlers running when Serve's
-	// context ends; their tasks go back to the queue.
-	errWorkerStopped = errors.New("fanoutnats: worker stopped")
-)
+// errCancelled is the cause of a handler whose client cancelled it.
+var errCancelled = errors.New("fanoutnats: task cancelled by its client")
 
 // Worker serves remote tasks: it pulls them from the shared work-queue
 // consumer, runs the handler registered under the task's name, and
@@ -302,7 +297,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	if err != nil {
 		w.stats.failed.Add(1)
-		w.replyErr(msg, info, toWire(err, hctx))
+		w.replyErr(msg, info, toWire(hctx, err))
 		_ = msg.Ack()
 		return
 	}
