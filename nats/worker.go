@@ -25,7 +25,11 @@ var errCancelled = errors.New("fanoutnats: task cancelled by its client")
 // replies to the client. Any number of workers, in any number of
 // processes, share the work.
 //
-// Register handlers with [Handle] before calling Serve. While a handler
+// Register handlers with [Handle] before calling Serve. Workers sharing a
+// consumer should all serve the same names: a task whose name a worker
+// lacks fails at once with [CodeNoHandler] rather than waiting for another
+// worker. Pools serving different names use different prefixes and
+// streams ([WithPrefix], [WithStream]). While a handler
 // runs, the worker sends JetStream in-progress heartbeats every third of
 // the consumer's AckWait, so a long task is not redelivered; if the worker
 // dies, the heartbeats stop and the task goes to another worker after
