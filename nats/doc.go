@@ -49,7 +49,12 @@
 // each attempt and drops the others, counting them in [Stats.Duplicates]:
 // a key never gets two Results. A task delivered [WithMaxDeliver] times
 // without a reply becomes [ErrMaxDeliveries] for its key, from JetStream's
-// max-deliveries advisory.
+// max-deliveries advisory. JetStream sends that advisory when it next tries
+// to deliver the task, which needs some worker with a free slot; for a
+// fleet that may stall entirely, set [WithResultTimeout] as well.
+//
+// A worker stopped through its Serve context hands its running tasks back
+// at once (a negative acknowledgement), so they do not wait out AckWait.
 //
 // When a task's context ends, the client removes it from the queue and
 // tells workers to stop it on PREFIX.cancel.BATCH.ATTEMPT. When the whole

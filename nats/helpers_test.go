@@ -91,9 +91,12 @@ func (rw *runningWorker) kill(t *testing.T) {
 	}
 }
 
+// shutdown stops the worker gracefully and waits for Serve to return; it
+// may be called more than once.
 func (rw *runningWorker) shutdown() {
 	rw.stop()
-	<-rw.done
+	err := <-rw.done
+	rw.done <- err
 }
 
 func (e *env) stream(c *fanoutnats.Client) jetstream.Stream {

@@ -276,3 +276,34 @@ func TestTaskExhaustingDeliveriesBecomesKeyError(t *testing.T) {
 	assert.ErrorIs(t, <-cancelled, fanoutnats.ErrCancelledForTest)
 	assert.Zero(t, e.queued())
 }
+
+func TestStoppedWorkerHandsItsRunningTasksBack(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	started := newSignals()
+	a := e.worker(func(w *fanoutnats.Worker) {
+		fanoutnats.Handle(w, "job", func(ctx context.Context, _ struct{}) (string, error) {
+			started.send("a")
+			<-ctx.Done()
+			return "", context.Cause(ctx)
+		})
+	}, fanoutnats.WithName("a"))
+	done := make(chan *fanout.Results[string], 1)
+	go func() {
+		rs, _ := fanout.Run(context.Background(),
+			[]fanout.Task[string]{fanoutnats.Remote[struct{}, string](c, "job", "k", struct{}{})})
+		done <- rs
+	}()
+	require.Equal(t, "a", started.wait(t))
+	e.worker(func(w *fanoutnats.Worker) {
+		fanoutnats.Handle(w, "job", func(ctx context.Context, _ struct{}) (string, error) {
+			info, _ := fanoutnats.TaskFromContext(ctx)
+			return fmt.Sprintf("%s delivery %d", info.Worker, info.Delivery), nil
+		})
+	}, fanoutnats.WithName("b"))
+	a.shutdown() // graceful: the task is nak'ed, not left to time out
+
+	v, err := (<-done).Value("k")
+	require.NoError(t, err)
+	assert.Equal(t, "b delivery 2", v)
+}
