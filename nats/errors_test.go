@@ -12,6 +12,7 @@ import (
 	"github.com/gofanout/fanout"
 	fanoutnats "github.com/gofanout/fanout/nats"
 	"github.com/gofanout/fanout/nats/embedded"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -193,4 +194,20 @@ func TestResultTimeoutIsTheClientsBackstop(t *testing.T) {
 		[]fanout.Task[string]{fanoutnats.Remote[struct{}, string](c, "silent", "k", struct{}{})})
 	require.ErrorIs(t, err, fanoutnats.ErrNoReply)
 	assert.ErrorIs(t, <-stopped, fanoutnats.ErrCancelledForTest, "the worker is told to give up too")
+}
+
+func TestConnectPassesCredentialOptionsThrough(t *testing.T) {
+	e := newEnv(t, embedded.WithUserPassword("fanout", "s3cret"))
+	_, err := fanoutnats.Connect([]string{e.srv.URL()})
+	require.ErrorContains(t, err, "fanoutnats: connect to")
+	require.ErrorContains(t, err, "Authorization Violation")
+
+	nc, err := fanoutnats.Connect([]string{"nats://127.0.0.1:1", e.srv.URL()}, nats.UserInfo("fanout", "s3cret"))
+	require.NoError(t, err, "any reachable server in the list will do")
+	defer nc.Close()
+	_, err = fanoutnats.NewClient(context.Background(), nc, testOpts()...)
+	require.NoError(t, err)
+
+	_, err = fanoutnats.Connect(nil)
+	require.ErrorContains(t, err, "fanoutnats: Connect needs at least one server URL")
 }

@@ -28,6 +28,11 @@ func WithMaxPayload(n int32) Option {
 	return func(o *server.Options) { o.MaxPayload = n }
 }
 
+// WithUserPassword requires clients to log in as user with password.
+func WithUserPassword(user, password string) Option {
+	return func(o *server.Options) { o.Username, o.Password = user, password }
+}
+
 // WithPort listens on port instead of a random free one.
 func WithPort(port int) Option {
 	return func(o *server.Options) { o.Port = port }
