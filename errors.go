@@ -27,6 +27,11 @@ var (
 	// aggregator decided early or a Stream's consumer stopped ranging.
 	ErrStopped = errors.New("fanout: run stopped early")
 
+	// ErrHedgeLost is the cause given to a copy of a hedged attempt when
+	// another copy succeeded first. It ends that attempt alone, not the
+	// run.
+	ErrHedgeLost = errors.New("fanout: another copy of the attempt succeeded first")
+
 	// ErrBudgetExceeded is the reason keys are skipped once the spending
 	// reported through [Spend] passes the maximum set by [WithBudget].
 	ErrBudgetExceeded = errors.New("fanout: budget exceeded")

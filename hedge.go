@@ -2,7 +2,6 @@ package fanout
 
 import (
 	"context"
-	"errors"
 	"math"
 	"slices"
 	"sync"
@@ -134,8 +133,6 @@ func (h *hedger) take() bool {
 	}
 }
 
-var errLostRace = errors.New("fanout: another copy of the attempt succeeded first")
-
 // hedged makes the n-th attempt of t, starting a copy if it runs past the
 // hedge delay, and returns the first success, or the first error if both
 // copies fail.
@@ -183,7 +180,7 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *R
 			res.LimiterWait += o.wait
 			fire, ready = nil, nil // a finished attempt is not hedged
 			if o.err == nil {
-				cancel(errLostRace)
+				cancel(ErrHedgeLost)
 				for ; running > 0; running-- {
 					res.LimiterWait += (<-done).wait
 				}

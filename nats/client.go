@@ -406,8 +406,7 @@ func (b *Batch) cancel() {
 // run: a per-attempt timeout, or a hedged copy that lost the race. The
 // core does not export its lost-race error, so it is matched by text.
 func attemptOnly(cause error) bool {
-	return errors.Is(cause, fanout.ErrTaskTimeout) ||
-		cause != nil && cause.Error() == "fanout: another copy of the attempt succeeded first"
+	return errors.Is(cause, fanout.ErrTaskTimeout) || errors.Is(cause, fanout.ErrHedgeLost)
 }
 
 func msgSize(m *nats.Msg) int64 {
