@@ -106,8 +106,8 @@ type run[T any] struct {
 func newRun[T any](ctx context.Context, cfg *config, src source[T], total int) *run[T] {
 	r := &run[T]{cfg: cfg, src: src, total: total, lazy: total < 0}
 	r.obs = combineObservers(cfg.observers)
-	r.start = time.Now()
 	if r.obs != nil {
+		r.start = time.Now() // for RunSummary.Elapsed
 		ctx = r.obs.runStart(ctx, total)
 	}
 	r.ctx, r.cancel = context.WithCancelCause(ctx)
@@ -172,8 +172,9 @@ func (r *run[T]) watchStop() {
 // returns when all are done.
 func (r *run[T]) runAll() {
 	var wg sync.WaitGroup
+	work := r.work // one method value, not one per worker
 	for range r.workers - 1 {
-		wg.Go(r.work)
+		wg.Go(work)
 	}
 	r.work()
 	wg.Wait()
@@ -186,8 +187,9 @@ func (r *run[T]) runAll() {
 func (r *run[T]) stream(yield func(Result[T]) bool) {
 	r.emit = make(chan Result[T], r.workers)
 	r.live.Store(int32(r.workers))
+	work := r.work
 	for range r.workers {
-		go r.work()
+		go work()
 	}
 	defer func() {
 		r.cancel(ErrStopped)
@@ -226,13 +228,12 @@ func (r *run[T]) work() {
 		defer w.deadlines.close()
 	}
 	w.now = monotime()
-	var scratch Result[T] // where a Result goes when the run keeps none
 	for !r.lazy || r.ctx.Err() == nil {
 		t, i, ok := r.src.claim()
 		if !ok {
 			break
 		}
-		res := &scratch
+		res := &w.scratch
 		if r.results != nil {
 			res = &r.results[i]
 		} else {
@@ -340,6 +341,7 @@ type worker[T any] struct {
 	run       *run[T]
 	deadlines *deadlines    // nil without WithTaskTimeout
 	now       time.Duration // monotime when the worker's last task ended
+	scratch   Result[T]     // where a Result goes when the run keeps none
 	mu        sync.Mutex
 	spent     Cost
 	spentAny  atomic.Bool
