@@ -47,4 +47,4 @@ func (s *svg) polyline(xs, ys []float64, stroke string, width float64) {
 func (s *svg) String() string { return s.b.String() + "</svg>\n" }
 
 // palette colours series in a fixed order, readable in print.
-var palette = []string{"#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"}
+var palette = []string{"#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd", "#2f4858"}
