@@ -53,6 +53,15 @@ func (m *mergeMap[T]) Add(r Result[T]) bool {
 
 func (m *mergeMap[T]) Result(context.Context) (map[string]T, error) { return m.values, m.failed.err() }
 
+// nilFunc reports a missing function argument of an aggregator, which
+// Gather returns before any task starts.
+func nilFunc(agg, arg string, isNil bool) error {
+	if isNil {
+		return fmt.Errorf("fanout: %s: nil %s", agg, arg)
+	}
+	return nil
+}
+
 // Reduce returns an Aggregator that folds every Result, failures included,
 // into an accumulator starting at init.
 func Reduce[T, R any](init R, fn func(acc R, r Result[T]) R) Aggregator[T, R] {
@@ -63,6 +72,8 @@ type reduce[T, R any] struct {
 	acc R
 	fn  func(R, Result[T]) R
 }
+
+func (a *reduce[T, R]) check(int) error { return nilFunc("Reduce", "fn", a.fn == nil) }
 
 func (a *reduce[T, R]) Add(r Result[T]) bool              { a.acc = a.fn(a.acc, r); return false }
 func (a *reduce[T, R]) Result(context.Context) (R, error) { return a.acc, nil }
@@ -78,6 +89,8 @@ type collect[T, R any] struct {
 	results []Result[T]
 	fn      func(context.Context, []Result[T]) (R, error)
 }
+
+func (c *collect[T, R]) check(int) error { return nilFunc("Collect", "fn", c.fn == nil) }
 
 func (c *collect[T, R]) Add(r Result[T]) bool { c.results = append(c.results, r); return false }
 
@@ -130,6 +143,13 @@ type quorum[T any] struct {
 	decided   bool
 }
 
+func (q *quorum[T]) check(tasks int) error {
+	if q.k < 1 || q.k > tasks {
+		return fmt.Errorf("fanout: Quorum(%d): k must be between 1 and the %d tasks", q.k, tasks)
+	}
+	return nil
+}
+
 func (q *quorum[T]) Begin(tasks []Task[T]) { q.remaining = len(tasks) }
 
 func (q *quorum[T]) Add(r Result[T]) bool {
@@ -149,9 +169,6 @@ func (q *quorum[T]) Add(r Result[T]) bool {
 }
 
 func (q *quorum[T]) Result(context.Context) ([]Result[T], error) {
-	if q.k < 1 {
-		return nil, fmt.Errorf("fanout: Quorum(%d): k must be positive", q.k)
-	}
 	if len(q.ok) < q.k {
 		return q.ok, fmt.Errorf("fanout: quorum of %d not reached, %d succeeded: %w", q.k, len(q.ok), q.failed.err())
 	}

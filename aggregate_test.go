@@ -255,3 +255,37 @@ func TestGatherNilAggregator(t *testing.T) {
 	_, err := fanout.Gather[int, int](context.Background(), []fanout.Task[int]{value("a", 1)}, nil)
 	assert.EqualError(t, err, "fanout: Gather: nil Aggregator")
 }
+
+func TestGatherRejectsBadAggregatorsBeforeAnyTaskStarts(t *testing.T) {
+	t.Run("Quorum of zero", func(t *testing.T) {
+		rejected(t, fanout.Quorum[int](0), "fanout: Quorum(0): k must be between 1 and the 2 tasks")
+	})
+	t.Run("Quorum of more than the tasks", func(t *testing.T) {
+		rejected(t, fanout.Quorum[int](3), "fanout: Quorum(3): k must be between 1 and the 2 tasks")
+	})
+	t.Run("Vote without pick", func(t *testing.T) {
+		rejected(t, fanout.Vote[int, int](nil), "fanout: Vote: nil pick")
+	})
+	t.Run("WeightedVote without pick", func(t *testing.T) {
+		rejected(t, fanout.WeightedVote[int, int](nil), "fanout: WeightedVote: nil pick")
+	})
+	t.Run("Reduce without fn", func(t *testing.T) {
+		rejected(t, fanout.Reduce[int, int](0, nil), "fanout: Reduce: nil fn")
+	})
+	t.Run("Collect without fn", func(t *testing.T) {
+		rejected(t, fanout.Collect[int, int](nil), "fanout: Collect: nil fn")
+	})
+}
+
+// rejected asserts that Gather refuses agg with want before starting any
+// of its two tasks.
+func rejected[R any](t *testing.T, agg fanout.Aggregator[int, R], want string) {
+	t.Helper()
+	var started atomic.Int32
+	task := func(key string) fanout.Task[int] {
+		return fanout.Task[int]{Key: key, Do: func(context.Context) (int, error) { started.Add(1); return 1, nil }}
+	}
+	_, err := fanout.Gather(context.Background(), []fanout.Task[int]{task("a"), task("b")}, agg)
+	assert.EqualError(t, err, want)
+	assert.Zero(t, started.Load(), "no task started")
+}

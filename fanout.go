@@ -144,10 +144,12 @@ func StreamSeq[T any](ctx context.Context, tasks iter.Seq[Task[T]], opts ...Opti
 }
 
 // Gather runs the tasks and folds their Results, in completion order, into
-// agg, calling agg.Add from one goroutine at a time. When agg.Add reports that it has decided, the tasks still running
-// are cancelled with cause [ErrStopped] and the tasks not yet started are
-// skipped; their Results still reach agg.Add, so every key is accounted
-// for. Gather then returns agg.Result.
+// agg, calling agg.Add from one goroutine at a time. When agg.Add reports
+// that it has decided, the tasks still running are cancelled with cause
+// [ErrStopped] and the tasks not yet started are skipped; their Results
+// still reach agg.Add, so every key is accounted for. Gather then returns
+// agg.Result. A built-in aggregator given a bad argument (a nil function,
+// a quorum larger than the tasks) is reported before any task starts.
 func Gather[T, R any](ctx context.Context, tasks []Task[T], agg Aggregator[T, R], opts ...Option) (R, error) {
 	var zero R
 	if agg == nil {
@@ -156,6 +158,11 @@ func Gather[T, R any](ctx context.Context, tasks []Task[T], agg Aggregator[T, R]
 	cfg := newConfig(opts)
 	if _, err := validate(cfg, tasks); err != nil {
 		return zero, err
+	}
+	if c, ok := agg.(interface{ check(tasks int) error }); ok {
+		if err := c.check(len(tasks)); err != nil {
+			return zero, err
+		}
 	}
 	if b, ok := agg.(interface{ Begin([]Task[T]) }); ok {
 		b.Begin(tasks)

@@ -60,6 +60,14 @@ func (v *vote[T, V]) weight(index int) float64 {
 	return 1
 }
 
+func (v *vote[T, V]) check(int) error {
+	name := "Vote"
+	if v.weighted {
+		name = "WeightedVote"
+	}
+	return nilFunc(name, "pick", v.pick == nil)
+}
+
 func (v *vote[T, V]) Begin(tasks []Task[T]) {
 	if v.weighted {
 		v.weights = make([]float64, len(tasks))
