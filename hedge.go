@@ -3,10 +3,11 @@ package fanout
 import (
 	"context"
 	"math"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gofanout/fanout/internal/latency"
 )
 
 // HedgePolicy says when to start a second copy of a slow attempt. The
@@ -58,10 +59,9 @@ type hedger struct {
 	extra   atomic.Int64
 
 	mu       sync.Mutex
-	samples  []time.Duration // ring of recent successful latencies
-	n        int             // samples recorded in all
+	window   *latency.Window // recent successful latencies
 	estimate time.Duration
-	sortedAt int
+	sortedAt int           // window.Added() when estimate was read
 	ready    chan struct{} // closed once the estimate is usable
 }
 
@@ -71,7 +71,7 @@ func newHedger(p HedgePolicy, total int) *hedger {
 	if p.MaxExtra == 0 {
 		p.MaxExtra = 0.1
 	}
-	return &hedger{policy: p, total: total, ready: make(chan struct{})}
+	return &hedger{policy: p, total: total, window: latency.NewWindow(hedgeWindow), ready: make(chan struct{})}
 }
 
 func (h *hedger) record(d time.Duration) {
@@ -80,21 +80,15 @@ func (h *hedger) record(d time.Duration) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.samples) < hedgeWindow {
-		h.samples = append(h.samples, d)
-	} else {
-		h.samples[h.n%hedgeWindow] = d
-	}
-	h.n++
+	h.window.Add(d)
+	n := h.window.Added()
 	// Sorting the window on every sample would cost more than the calls
 	// it hedges; refresh the estimate every sample early on, then every
 	// 32.
-	if h.n >= HedgeMinSamples && (h.n < 64 || h.n-h.sortedAt >= 32) {
-		sorted := slices.Clone(h.samples)
-		slices.Sort(sorted)
-		h.estimate = sorted[int(h.policy.Quantile*float64(len(sorted)-1))]
-		h.sortedAt = h.n
-		if h.n == HedgeMinSamples {
+	if n >= HedgeMinSamples && (n < 64 || n-h.sortedAt >= 32) {
+		h.estimate = h.window.Quantile(h.policy.Quantile)
+		h.sortedAt = n
+		if n == HedgeMinSamples {
 			close(h.ready)
 		}
 	}
@@ -105,7 +99,7 @@ func (h *hedger) record(d time.Duration) {
 func (h *hedger) delay() (time.Duration, bool) {
 	if h.policy.Quantile > 0 {
 		h.mu.Lock()
-		d, n := h.estimate, h.n
+		d, n := h.estimate, h.window.Added()
 		h.mu.Unlock()
 		if n >= HedgeMinSamples {
 			return d, true
