@@ -63,6 +63,7 @@ type RemoteError struct {
 	Delay time.Duration
 }
 
+// Error names the worker and gives the handler's message.
 func (e *RemoteError) Error() string {
 	return fmt.Sprintf("fanoutnats: worker %s: %s", e.Worker, e.Message)
 }
