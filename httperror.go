@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -58,7 +59,7 @@ func CheckResponse(resp *http.Response) error {
 func retryAfter(h http.Header, now time.Time) time.Duration {
 	if ms := strings.TrimSpace(h.Get("Retry-After-Ms")); ms != "" {
 		if v, err := strconv.ParseFloat(ms, 64); err == nil && v > 0 {
-			return time.Duration(v * float64(time.Millisecond))
+			return clampDelay(v, time.Millisecond)
 		}
 	}
 	ra := strings.TrimSpace(h.Get("Retry-After"))
@@ -66,13 +67,24 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 		return 0
 	}
 	if secs, err := strconv.ParseFloat(ra, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		return time.Duration(secs * float64(time.Second))
+		return clampDelay(secs, time.Second)
 	}
 	if at, err := http.ParseTime(ra); err == nil {
 		return max(at.Sub(now), 0)
 	}
 	return 0
+}
+
+// clampDelay converts n units to a Duration. A delay too long for a
+// Duration is the longest one, so that WithRetry's MaxWait gives up on it
+// rather than wrapping it to a negative, ignored delay; NaN and values
+// below zero mean none.
+func clampDelay(n float64, unit time.Duration) time.Duration {
+	switch {
+	case !(n > 0):
+		return 0
+	case n >= float64(math.MaxInt64)/float64(unit):
+		return math.MaxInt64
+	}
+	return time.Duration(n * float64(unit))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -253,6 +254,11 @@ func TestCheckResponse(t *testing.T) {
 		{"milliseconds win", 429, http.Header{"Retry-After": {"3"}, "Retry-After-Ms": {"1500"}}, 1500 * time.Millisecond, false},
 		{"http date", 503, http.Header{"Retry-After": {date}}, 89 * time.Second, false},
 		{"garbage", 503, http.Header{"Retry-After": {"soon"}}, 0, false},
+		{"negative", 503, http.Header{"Retry-After": {"-5"}}, 0, false},
+		{"not a number", 503, http.Header{"Retry-After": {"NaN"}}, 0, false},
+		{"too long for a Duration", 429, http.Header{"Retry-After": {"99999999999"}}, math.MaxInt64, false},
+		{"infinite", 429, http.Header{"Retry-After": {"inf"}}, math.MaxInt64, false},
+		{"milliseconds too long", 429, http.Header{"Retry-After-Ms": {"1e300"}}, math.MaxInt64, false},
 		{"not found", 404, nil, 0, true},
 		{"overloaded", 529, http.Header{"Retry-After": {"2"}}, 2 * time.Second, false},
 	}
