@@ -123,8 +123,9 @@ func Stream[T any](ctx context.Context, tasks []Task[T], opts ...Option) (iter.S
 // Keys are not checked for uniqueness, since that would hold every key in
 // memory; a task with an empty key or nil Do fails with its own Result.
 // Priority is ignored: tasks start in source order. The source is pulled
-// from one goroutine at a time, and no longer once the run has stopped:
-// every task pulled gets its Result, and the tasks never pulled get none.
+// from one goroutine at a time, and no longer once the run has stopped or
+// spent its [WithBudget]: every task pulled gets its Result, and the tasks
+// never pulled get none.
 func StreamSeq[T any](ctx context.Context, tasks iter.Seq[Task[T]], opts ...Option) (iter.Seq[Result[T]], error) {
 	cfg := newConfig(opts)
 	if err := validateOptions(cfg); err != nil {

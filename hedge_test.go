@@ -182,6 +182,30 @@ func TestBudget(t *testing.T) {
 			assert.Zero(t, r.Attempts)
 		}
 	})
+	t.Run("a spent budget stops pulling an endless source", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			endless := func(yield func(fanout.Task[int]) bool) {
+				for i := 0; ; i++ {
+					task := fanout.Task[int]{Key: fmt.Sprint("call", i), Do: func(ctx context.Context) (int, error) {
+						time.Sleep(time.Second)
+						fanout.Spend(ctx, fanout.Cost{Tokens: 100})
+						return i, nil
+					}}
+					if !yield(task) {
+						return
+					}
+				}
+			}
+			seq, err := fanout.StreamSeq(context.Background(), endless, fanout.WithBudget(fanout.Cost{Tokens: 250}), fanout.WithLimit(1))
+			require.NoError(t, err)
+			var keys []string
+			for r := range seq {
+				require.NoError(t, r.Err)
+				keys = append(keys, r.Key)
+			}
+			assert.Equal(t, []string{"call0", "call1", "call2"}, keys, "the third call passed the budget")
+		})
+	})
 	t.Run("Spend outside a task does nothing", func(t *testing.T) {
 		fanout.Spend(context.Background(), fanout.Cost{Tokens: 1})
 	})

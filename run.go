@@ -217,7 +217,7 @@ func (r *run[T]) end() {
 // work claims and runs tasks until the source is exhausted. Once the run
 // has stopped, the tasks of a slice are claimed and recorded as skipped, so
 // every key has its Result; a lazy source, which may be endless, is no
-// longer pulled.
+// longer pulled, nor once the budget is spent.
 func (r *run[T]) work() {
 	w := &worker[T]{Context: r.ctx, run: r}
 	if r.cfg.taskTimeout > 0 {
@@ -228,7 +228,7 @@ func (r *run[T]) work() {
 		defer w.deadlines.close()
 	}
 	w.now = monotime()
-	for !r.lazy || r.ctx.Err() == nil {
+	for !r.lazy || (r.ctx.Err() == nil && !r.spend.exceeded()) {
 		t, i, ok := r.src.claim()
 		if !ok {
 			break
