@@ -288,3 +288,116 @@ func ExampleWithObserver() {
 	// 1 tasks: 1 ok, 0 failed, 2 attempts
 	// retries: 1
 }
+
+func ExampleWithLimit() {
+	var running, most atomic.Int32
+	call := func(ctx context.Context) (int, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(time.Millisecond)
+		return int(n), nil
+	}
+	var tasks []fanout.Task[int]
+	for i := range 12 {
+		tasks = append(tasks, fanout.Task[int]{Key: fmt.Sprint("call", i), Do: call})
+	}
+	results, _ := fanout.Run(context.Background(), tasks, fanout.WithLimit(3))
+	fmt.Println(results.Succeeded(), "calls, at most 3 at once:", most.Load() <= 3)
+	// Output:
+	// 12 calls, at most 3 at once: true
+}
+
+func ExampleWithTaskTimeout() {
+	tasks := []fanout.Task[string]{
+		{Key: "quick", Do: func(context.Context) (string, error) { return "done", nil }},
+		{Key: "stuck", Do: func(ctx context.Context) (string, error) {
+			<-ctx.Done() // a call that honours its context gives up at the deadline
+			return "", ctx.Err()
+		}},
+	}
+	results, _ := fanout.Run(context.Background(), tasks, fanout.WithTaskTimeout(10*time.Millisecond))
+	for _, r := range results.All() {
+		fmt.Printf("%s: %q timed out: %v\n", r.Key, r.Value, errors.Is(r.Err, fanout.ErrTaskTimeout))
+	}
+	// Output:
+	// quick: "done" timed out: false
+	// stuck: "" timed out: true
+}
+
+func ExampleWithTimeout() {
+	tasks := []fanout.Task[string]{
+		{Key: "quick", Do: func(context.Context) (string, error) { return "done", nil }},
+		{Key: "slow", Do: func(ctx context.Context) (string, error) {
+			<-ctx.Done()
+			return "", ctx.Err()
+		}},
+		{Key: "queued", Do: func(context.Context) (string, error) { return "never runs", nil }},
+	}
+	results, _ := fanout.Run(context.Background(), tasks,
+		fanout.WithTimeout(10*time.Millisecond), fanout.WithLimit(1))
+	for _, r := range results.All() {
+		fmt.Printf("%s: run timed out: %v, skipped: %v\n", r.Key,
+			errors.Is(r.Err, fanout.ErrRunTimeout), errors.Is(r.Err, fanout.ErrSkipped))
+	}
+	// Output:
+	// quick: run timed out: false, skipped: false
+	// slow: run timed out: true, skipped: false
+	// queued: run timed out: true, skipped: true
+}
+
+func ExampleWithFailFast() {
+	tasks := []fanout.Task[int]{
+		{Key: "a", Do: func(context.Context) (int, error) { return 0, errors.New("bad input") }},
+		{Key: "b", Do: func(context.Context) (int, error) { return 2, nil }},
+	}
+	results, err := fanout.Run(context.Background(), tasks, fanout.WithFailFast(), fanout.WithLimit(1))
+	fmt.Println(err)
+	b, _ := results.Get("b")
+	fmt.Println("b skipped:", errors.Is(b.Err, fanout.ErrSkipped))
+	// Output:
+	// fanout: task "a": bad input
+	// fanout: task "b": fanout: task skipped: fanout: task "a": bad input
+	// b skipped: true
+}
+
+func ExampleWithRequestLimit() {
+	// An LLM API's two quotas at once: requests per second, whatever their
+	// size, and tokens per second, charged each task's Tokens.
+	requests := rate.NewLimiter(50, 5)
+	tokens := rate.NewLimiter(1e5, 8000)
+	ask := func(answer string) func(context.Context) (string, error) {
+		return func(context.Context) (string, error) { return answer, nil }
+	}
+	tasks := []fanout.Task[string]{
+		{Key: "classify", Tokens: 300, Do: ask("positive")},
+		{Key: "summarise", Tokens: 6000, Do: ask("a short text")},
+	}
+	results, _ := fanout.Run(context.Background(), tasks,
+		fanout.WithRequestLimit(requests), fanout.WithRateLimit(tokens))
+	fmt.Println(results.Values())
+	// Output:
+	// map[classify:positive summarise:a short text]
+}
+
+func ExampleNewThrottle() {
+	// One request limit shared by two runs, wrapped in a Throttle so that a
+	// 429 that one run gets pauses the other as well.
+	api := fanout.NewThrottle(rate.NewLimiter(100, 10))
+	overloaded := func(context.Context) (string, error) {
+		return "", &fanout.HTTPError{StatusCode: 429, Status: "429 Too Many Requests", Delay: 50 * time.Millisecond}
+	}
+	_, err := fanout.Run(context.Background(), []fanout.Task[string]{{Key: "a", Do: overloaded}},
+		fanout.WithRequestLimit(api))
+	fmt.Println(err)
+
+	results, _ := fanout.Run(context.Background(), []fanout.Task[string]{
+		{Key: "b", Do: func(context.Context) (string, error) { return "ok", nil }},
+	}, fanout.WithRequestLimit(api))
+	b, _ := results.Get("b")
+	fmt.Println(b.Value, "after the cooldown:", b.LimiterWait >= 40*time.Millisecond)
+	// Output:
+	// fanout: task "a": fanout: HTTP 429 Too Many Requests (retry after 50ms)
+	// ok after the cooldown: true
+}
