@@ -1,7 +1,6 @@
 # Every module in the tree: the core at the root, and the sub-modules
 # (examples, bench, nats, otel) that keep heavy dependencies out of it.
 MODULES := $(shell find . -name go.mod -not -path './.git/*' -exec dirname {} \; | sort)
-BENCHSTAT := go run golang.org/x/perf/cmd/benchstat@latest
 
 .PHONY: test test-short bench bench-smoke lint demo
 
@@ -13,12 +12,11 @@ test:
 bench-smoke:
 	@set -e; for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchtime 1x ./... >/dev/null); done
 
-# The benchmarks behind BENCHMARKS.md: -count 6, summarised by benchstat.
+# Every table and chart of BENCHMARKS.md, into bench/results/: the core's
+# micro-benchmarks with -count 6 and benchstat, then the peers, the tail,
+# the vote and the lazy source (about 20 minutes on 2 cores).
 bench:
-	go test -run '^$$' -bench . -benchmem -count 6 . | tee bench-core.txt
-	$(BENCHSTAT) bench-core.txt
-	@if [ -d bench ]; then cd bench && go test -run '^$$' -bench . -benchmem -count 6 ./... | tee ../bench-peers.txt; fi
-	@if [ -f bench-peers.txt ]; then $(BENCHSTAT) bench-peers.txt; fi
+	cd bench && ./reproduce.sh
 
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

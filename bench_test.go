@@ -2,6 +2,7 @@ package fanout_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -125,19 +126,45 @@ func BenchmarkRun(b *testing.B) {
 	}
 }
 
-// BenchmarkRunObserverUnset and BenchmarkRunObserverEmpty show what an
-// observer costs: nothing when unset.
-func BenchmarkRunObserverEmpty(b *testing.B) {
-	tasks := benchTasks(1000)
-	ctx := context.Background()
-	obs := fanout.WithObserver(&fanout.Observer{})
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := fanout.Run(ctx, tasks, fanout.WithLimit(benchLimit), obs); err != nil {
-			b.Fatal(err)
-		}
+// BenchmarkRunObserver shows what an observer costs: nothing when unset,
+// where a run takes its fast path, and the bookkeeping the hooks need when
+// one is set, even with no hook in it.
+func BenchmarkRunObserver(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		opts []fanout.Option
+	}{
+		{"unset", nil},
+		{"empty", []fanout.Option{fanout.WithObserver(&fanout.Observer{})}},
+		{"every-hook", []fanout.Option{fanout.WithObserver(countingObserver())}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			tasks := benchTasks(1000)
+			ctx := context.Background()
+			opts := append([]fanout.Option{fanout.WithLimit(benchLimit)}, bc.opts...)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := fanout.Run(ctx, tasks, opts...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			perTask(b, 1000)
+		})
 	}
-	perTask(b, 1000)
+}
+
+// countingObserver sets every hook of a run without retries, hedges or
+// limiters, each doing as little as a metrics counter would.
+func countingObserver() *fanout.Observer {
+	var n atomic.Int64
+	return &fanout.Observer{
+		RunStart:     func(ctx context.Context, _ int) context.Context { n.Add(1); return ctx },
+		TaskStart:    func(context.Context, string) { n.Add(1) },
+		AttemptStart: func(ctx context.Context, _ fanout.AttemptInfo) context.Context { n.Add(1); return ctx },
+		AttemptDone:  func(context.Context, fanout.AttemptInfo) { n.Add(1) },
+		TaskDone:     func(context.Context, fanout.TaskInfo) { n.Add(1) },
+		RunDone:      func(context.Context, fanout.RunSummary) { n.Add(1) },
+	}
 }
 
 // BenchmarkHandRolled is what users write today for keyed results with
@@ -245,4 +272,46 @@ func BenchmarkVote(b *testing.B) {
 		}
 	}
 	perTask(b, 1000)
+}
+
+// BenchmarkResults is result collection: reading every key of a finished
+// run by key, as maps and as the joined error, with one key in ten failed.
+func BenchmarkResults(b *testing.B) {
+	tasks := benchTasks(1000)
+	errDown := errors.New("down")
+	for i := range tasks {
+		if i%10 == 0 {
+			tasks[i].Do = func(context.Context) (int, error) { return 0, errDown }
+		}
+	}
+	rs, _ := fanout.Run(context.Background(), tasks)
+	b.Run("Get", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, t := range tasks {
+				if _, ok := rs.Get(t.Key); !ok {
+					b.Fatal(t.Key)
+				}
+			}
+		}
+		perTask(b, len(tasks))
+	})
+	b.Run("Values+Errs", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if len(rs.Values())+len(rs.Errs()) != len(tasks) {
+				b.Fatal("a key is missing")
+			}
+		}
+		perTask(b, len(tasks))
+	})
+	b.Run("Err", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if rs.Err() == nil {
+				b.Fatal("no error")
+			}
+		}
+		perTask(b, len(tasks))
+	})
 }

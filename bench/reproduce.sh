@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Reproduces every figure of BENCHMARKS.md; run it from bench/.
+# Reproduces every figure of BENCHMARKS.md (make bench at the root runs it).
+#
+# First the core's micro-benchmarks (bench_test.go at the root) with
+# -count 6 and benchstat, then the peers.
 #
 # The peer benchmarks run as COUNT separate passes of the whole matrix
 # (default 10, at -benchtime 100ms, about a minute a pass on 2 cores)
@@ -11,12 +14,15 @@ cd "$(dirname "$0")"
 
 COUNT=${COUNT:-10}
 BENCHTIME=${BENCHTIME:-100ms}
-RAW=${RAW:-../bench-peers.txt}
+RAW=${RAW:-results/peers.txt}
 BENCHSTAT="go run golang.org/x/perf/cmd/benchstat@latest"
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 
 mkdir -p results
+(cd .. && go test -run '^$' -bench . -benchmem -count 6 .) >results/core.txt
+$BENCHSTAT results/core.txt >results/core-benchstat.txt
+
 go test -c -o "$bin/bench.test" .
 : >"$RAW"
 for i in $(seq "$COUNT"); do
