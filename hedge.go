@@ -54,8 +54,8 @@ func WithHedge(p HedgePolicy) Option {
 // hedger keeps a run's hedging state: the latency sample and the budget.
 type hedger struct {
 	policy  HedgePolicy
-	total   int // tasks in the run; -1 when lazy
-	started atomic.Int64
+	total   int          // tasks in the run; -1 when lazy
+	started atomic.Int64 // tasks that made a hedgeable attempt, for a lazy run's budget
 	extra   atomic.Int64
 
 	mu       sync.Mutex
@@ -137,7 +137,9 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *R
 		wait time.Duration
 	}
 	h := r.hedger
-	h.started.Add(1)
+	if info.Attempt == 1 {
+		h.started.Add(1) // tasks, not attempts: retries do not grow the budget
+	}
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	done := make(chan outcome, 2)

@@ -85,6 +85,65 @@ func TestHedge(t *testing.T) {
 			assert.Equal(t, 2, hedged, "10% of 20 tasks")
 		})
 	})
+	t.Run("the loser is cancelled with ErrHedgeLost", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			causes := make(chan error, 2)
+			var calls atomic.Int32
+			task := fanout.Task[int]{Key: "k", Do: func(ctx context.Context) (int, error) {
+				if calls.Add(1) == 2 {
+					return 2, nil // the copy wins at once
+				}
+				<-ctx.Done()
+				causes <- context.Cause(ctx)
+				return 0, ctx.Err()
+			}}
+			rs, err := fanout.Run(context.Background(), []fanout.Task[int]{task},
+				fanout.WithHedge(fanout.HedgePolicy{Delay: time.Second, MaxExtra: 1}))
+			require.NoError(t, err)
+			assert.Equal(t, 2, rs.All()[0].Value)
+			require.Len(t, causes, 1)
+			assert.ErrorIs(t, <-causes, fanout.ErrHedgeLost)
+		})
+	})
+	t.Run("a lazy run's budget counts tasks, not retried attempts", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			// Each task fails its first attempt at once, then is slow on the
+			// second; a hedged copy of the second answers in a second.
+			tasks := func(yield func(fanout.Task[int]) bool) {
+				for i := range 10 {
+					var calls atomic.Int32
+					task := fanout.Task[int]{Key: fmt.Sprint(i), Do: func(ctx context.Context) (int, error) {
+						switch calls.Add(1) {
+						case 1:
+							return 0, errors.New("flaky")
+						case 2:
+							select {
+							case <-time.After(10 * time.Second):
+								return 2, nil
+							case <-ctx.Done():
+								return 0, ctx.Err()
+							}
+						}
+						time.Sleep(time.Second)
+						return 3, nil
+					}}
+					if !yield(task) {
+						return
+					}
+				}
+			}
+			seq, err := fanout.StreamSeq(context.Background(), tasks, fanout.WithLimit(10),
+				fanout.WithRetry(fanout.RetryPolicy{InitialInterval: time.Millisecond, Jitter: -1}),
+				fanout.WithHedge(fanout.HedgePolicy{Delay: time.Second, MaxExtra: 0.1}))
+			require.NoError(t, err)
+			hedges := 0
+			for r := range seq {
+				require.NoError(t, r.Err)
+				hedges += r.Hedges
+			}
+			assert.Equal(t, 1, hedges, "10% of 10 tasks, though they made 20 attempts")
+		})
+	})
 	t.Run("a small run may still hedge its one slow call", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			var cancelled atomic.Int32
