@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -63,14 +65,17 @@ func (r *recorder) observer() *fanout.Observer {
 	}
 }
 
-func (r *recorder) count(prefix string) int {
-	n := 0
+func (r *recorder) count(prefix string) int { return len(r.with(prefix)) }
+
+// with returns the events starting with prefix, in order.
+func (r *recorder) with(prefix string) []string {
+	var out []string
 	for _, e := range r.events {
 		if strings.HasPrefix(e, prefix) {
-			n++
+			out = append(out, e)
 		}
 	}
-	return n
+	return out
 }
 
 func TestObserver(t *testing.T) {
@@ -96,6 +101,13 @@ func TestObserver(t *testing.T) {
 		assert.Equal(t, "attempt traced", seen, "Do runs under the context AttemptStart returned")
 		assert.Equal(t, "run start", rec.events[0])
 		assert.Equal(t, "run done run", rec.events[len(rec.events)-1])
+		assert.Equal(t, []string{"task traced", "task retried", "task broken"}, rec.with("task "),
+			"TaskStart once per key that starts, not per attempt, and not for the skipped key")
+		for _, key := range []string{"traced", "retried", "broken"} {
+			i := slices.Index(rec.events, "task "+key)
+			require.Less(t, i+1, len(rec.events))
+			assert.Equal(t, "wait "+key, rec.events[i+1], "TaskStart comes before the first attempt's limiter wait")
+		}
 		assert.Equal(t, 1, rec.count("retry retried"))
 		assert.Equal(t, 2, rec.count("attempt retried"))
 		assert.Equal(t, 2, rec.count("wait retried"))
@@ -109,18 +121,140 @@ func TestObserver(t *testing.T) {
 }
 
 func TestObserverPanicsCostNothing(t *testing.T) {
-	boom := func() { panic("observer bug") }
-	o := &fanout.Observer{
-		RunStart:     func(context.Context, int) context.Context { boom(); return nil },
-		TaskStart:    func(context.Context, string) { boom() },
-		AttemptStart: func(context.Context, fanout.AttemptInfo) context.Context { boom(); return nil },
-		AttemptDone:  func(context.Context, fanout.AttemptInfo) { boom() },
-		TaskDone:     func(context.Context, fanout.TaskInfo) { boom() },
-		RunDone:      func(context.Context, fanout.RunSummary) { boom() },
+	// panicking returns an Observer each of whose nine hooks counts its
+	// call in calls, then panics.
+	panicking := func(calls *sync.Map) *fanout.Observer {
+		boom := func(hook string) {
+			n, _ := calls.LoadOrStore(hook, new(atomic.Int32))
+			n.(*atomic.Int32).Add(1)
+			panic("observer bug in " + hook)
+		}
+		return &fanout.Observer{
+			RunStart:     func(context.Context, int) context.Context { boom("RunStart"); return nil },
+			TaskStart:    func(context.Context, string) { boom("TaskStart") },
+			AttemptStart: func(context.Context, fanout.AttemptInfo) context.Context { boom("AttemptStart"); return nil },
+			AttemptDone:  func(context.Context, fanout.AttemptInfo) { boom("AttemptDone") },
+			Retry:        func(context.Context, fanout.RetryInfo) { boom("Retry") },
+			Hedge:        func(context.Context, fanout.HedgeInfo) { boom("Hedge") },
+			LimiterWait:  func(context.Context, fanout.WaitInfo) { boom("LimiterWait") },
+			TaskDone:     func(context.Context, fanout.TaskInfo) { boom("TaskDone") },
+			RunDone:      func(context.Context, fanout.RunSummary) { boom("RunDone") },
+		}
 	}
-	rs, err := fanout.Run(context.Background(), []fanout.Task[int]{value("a", 1), value("b", 2)}, fanout.WithObserver(o))
-	require.NoError(t, err)
-	assert.Equal(t, map[string]int{"a": 1, "b": 2}, rs.Values())
+	called := func(calls *sync.Map) []string {
+		var hooks []string
+		calls.Range(func(k, _ any) bool { hooks = append(hooks, k.(string)); return true })
+		slices.Sort(hooks)
+		return hooks
+	}
+
+	t.Run("a plain run keeps every value", func(t *testing.T) {
+		var calls sync.Map
+		rs, err := fanout.Run(context.Background(), []fanout.Task[int]{value("a", 1), value("b", 2)},
+			fanout.WithObserver(panicking(&calls)))
+		require.NoError(t, err)
+		assert.Equal(t, map[string]int{"a": 1, "b": 2}, rs.Values())
+		assert.Equal(t, []string{"AttemptDone", "AttemptStart", "RunDone", "RunStart", "TaskDone", "TaskStart"},
+			called(&calls))
+	})
+	t.Run("a run that retries, hedges and waits on a rate limiter keeps every result", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var calls sync.Map
+			retried, _ := flaky("retried", 1, errFlaky)
+			var slowCalls atomic.Int32
+			hedged := fanout.Task[int]{Key: "hedged", Do: func(ctx context.Context) (int, error) {
+				n := slowCalls.Add(1)
+				d := time.Second // the copy
+				if n == 1 {
+					d = 10 * time.Second
+				}
+				select {
+				case <-time.After(d):
+					return int(n), nil
+				case <-ctx.Done():
+					return 0, context.Cause(ctx)
+				}
+			}}
+			rs, err := fanout.Run(context.Background(), []fanout.Task[int]{retried, hedged, value("plain", 3)},
+				fanout.WithObserver(panicking(&calls)),
+				fanout.WithRetry(exact(3)),
+				fanout.WithHedge(fanout.HedgePolicy{Delay: 2 * time.Second, MaxExtra: 1}),
+				fanout.WithRateLimit(rate.NewLimiter(rate.Every(100*time.Millisecond), 1)))
+			require.NoError(t, err)
+
+			assert.Equal(t, []string{"AttemptDone", "AttemptStart", "Hedge", "LimiterWait", "Retry", "RunDone",
+				"RunStart", "TaskDone", "TaskStart"}, called(&calls), "every hook panicked at least once")
+			tests := []struct {
+				key                      string
+				wantValue                int
+				wantAttempts, wantHedges int
+			}{
+				{key: "retried", wantValue: 1, wantAttempts: 2},
+				{key: "hedged", wantValue: 2, wantAttempts: 2, wantHedges: 1}, // the copy's value
+				{key: "plain", wantValue: 3, wantAttempts: 1},
+			}
+			require.Equal(t, len(tests), rs.Len())
+			for _, tt := range tests {
+				r, ok := rs.Get(tt.key)
+				require.True(t, ok, tt.key)
+				assert.NoError(t, r.Err, tt.key)
+				assert.Equal(t, tt.wantValue, r.Value, tt.key)
+				assert.Equal(t, tt.wantAttempts, r.Attempts, tt.key)
+				assert.Equal(t, tt.wantHedges, r.Hedges, tt.key)
+			}
+		})
+	})
+}
+
+// TestSlowObserver blocks in every hook for a second of fake time. Hooks
+// run synchronously on the goroutine doing the work (RunStart and RunDone
+// on the caller's, the others on the key's worker), holding no lock of the
+// run, so a slow hook delays only its own key: the keys' hook time adds up
+// along each key, not across keys.
+func TestSlowObserver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const hook = time.Second
+		slow := func() { time.Sleep(hook) }
+		var hooks atomic.Int32
+		o := &fanout.Observer{
+			RunStart:     func(ctx context.Context, _ int) context.Context { hooks.Add(1); slow(); return ctx },
+			TaskStart:    func(context.Context, string) { hooks.Add(1); slow() },
+			AttemptStart: func(ctx context.Context, _ fanout.AttemptInfo) context.Context { hooks.Add(1); slow(); return ctx },
+			AttemptDone:  func(context.Context, fanout.AttemptInfo) { hooks.Add(1); slow() },
+			Retry:        func(context.Context, fanout.RetryInfo) { hooks.Add(1); slow() },
+			TaskDone:     func(context.Context, fanout.TaskInfo) { hooks.Add(1); slow() },
+			RunDone:      func(context.Context, fanout.RunSummary) { hooks.Add(1); slow() },
+		}
+		var sum fanout.RunSummary
+		o2 := &fanout.Observer{RunDone: func(_ context.Context, s fanout.RunSummary) { sum = s }}
+		retried, _ := flaky("retried", 1, errFlaky)
+		tasks := []fanout.Task[int]{sleeping("a", time.Second, 1), sleeping("b", time.Second, 2), retried}
+
+		start := time.Now()
+		rs, err := fanout.Run(context.Background(), tasks, fanout.WithObserver(o), fanout.WithObserver(o2),
+			fanout.WithRetry(exact(2)))
+		require.NoError(t, err)
+
+		assert.Equal(t, map[string]int{"a": 1, "b": 2, "retried": 1}, rs.Values(), "no result is lost")
+		// a and b: TaskStart, AttemptStart, 1 s of work, AttemptDone; TaskDone
+		// comes after Elapsed is taken.
+		for _, k := range []string{"a", "b"} {
+			r, _ := rs.Get(k)
+			assert.Equal(t, 4*time.Second, r.Elapsed, k)
+		}
+		// retried: TaskStart, AttemptStart, AttemptDone, Retry, the 1 s
+		// backoff, AttemptStart, AttemptDone.
+		r, _ := rs.Get("retried")
+		assert.Equal(t, 2, r.Attempts)
+		assert.Equal(t, 7*time.Second, r.Elapsed)
+		// Each key on its own worker: RunStart, then the longest key
+		// (7 s) and its TaskDone, then RunDone. One at a time it would be
+		// 1 + (5 + 5 + 8) + 1 = 20 s.
+		assert.Equal(t, 10*time.Second, time.Since(start))
+		assert.Equal(t, int32(2+4+4+7), hooks.Load(), "each key's hooks, and the run's two")
+		assert.Equal(t, fanout.RunSummary{Tasks: 3, Succeeded: 3, Attempts: 4,
+			Elapsed: 9 * time.Second}, sum, "RunDone's totals are taken before the slow RunDone runs")
+	})
 }
 
 func TestSeveralObservers(t *testing.T) {
@@ -133,23 +267,80 @@ func TestSeveralObservers(t *testing.T) {
 }
 
 func TestSlogObserver(t *testing.T) {
-	var buf bytes.Buffer
-	l := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{
-		Level: slog.LevelDebug,
-		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-			if a.Key == slog.TimeKey || a.Key == "elapsed" || a.Key == "limiter_wait" {
-				return slog.Attr{}
-			}
-			return a
-		},
-	}))
-	_, _ = fanout.Run(context.Background(), []fanout.Task[int]{value("ok", 1), failing[int]("bad", errors.New("down"))},
-		fanout.WithObserver(fanout.SlogObserver(l)), fanout.WithLimit(1))
-	assert.Equal(t, strings.Join([]string{
-		`level=DEBUG msg="fanout attempt" key=ok attempt=1 hedge=false error=<nil>`,
-		`level=INFO msg="fanout task done" key=ok attempts=1 error=<nil>`,
-		`level=DEBUG msg="fanout attempt" key=bad attempt=1 hedge=false error=down`,
-		`level=WARN msg="fanout task done" key=bad attempts=1 error=down`,
-		`level=INFO msg="fanout run done" tasks=2 succeeded=1 failed=1 skipped=0 attempts=2 hedges=0 tokens=0 cents=0`,
-	}, "\n")+"\n", buf.String())
+	// logTo returns a logger writing text lines, without the time, to buf.
+	logTo := func(buf *bytes.Buffer) *slog.Logger {
+		return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{
+			Level: slog.LevelDebug,
+			ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+				if a.Key == slog.TimeKey {
+					return slog.Attr{}
+				}
+				return a
+			},
+		}))
+	}
+
+	t.Run("logs each attempt and key with its elapsed time, and the run's totals", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var buf bytes.Buffer
+			bad := fanout.Task[int]{Key: "bad", Do: func(context.Context) (int, error) {
+				time.Sleep(500 * time.Millisecond)
+				return 0, errors.New("down")
+			}}
+			_, _ = fanout.Run(context.Background(), []fanout.Task[int]{sleeping("ok", 2*time.Second, 1), bad},
+				fanout.WithObserver(fanout.SlogObserver(logTo(&buf))), fanout.WithLimit(1))
+			assert.Equal(t, strings.Join([]string{
+				`level=DEBUG msg="fanout attempt" key=ok attempt=1 hedge=false elapsed=2s error=<nil>`,
+				`level=INFO msg="fanout task done" key=ok attempts=1 elapsed=2s limiter_wait=0s error=<nil>`,
+				`level=DEBUG msg="fanout attempt" key=bad attempt=1 hedge=false elapsed=500ms error=down`,
+				`level=WARN msg="fanout task done" key=bad attempts=1 elapsed=500ms limiter_wait=0s error=down`,
+				`level=INFO msg="fanout run done" tasks=2 succeeded=1 failed=1 skipped=0 attempts=2 hedges=0 tokens=0 cents=0 elapsed=2.5s`,
+			}, "\n")+"\n", buf.String())
+		})
+	})
+	t.Run("logs retries, hedges and rate-limiter waits", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var buf bytes.Buffer
+			retried, _ := flaky("flaky", 1, errFlaky)
+			var slowCalls atomic.Int32
+			slow := fanout.Task[int]{Key: "slow", Do: func(ctx context.Context) (int, error) {
+				d := time.Second // the hedged copy
+				if slowCalls.Add(1) == 1 {
+					d = 10 * time.Second
+				}
+				select {
+				case <-time.After(d):
+					return 2, nil
+				case <-ctx.Done():
+					return 0, context.Cause(ctx)
+				}
+			}}
+			// One key at a time, a token every 2 s:
+			//   0 s  flaky takes the first token and fails at once; retried after 1 s,
+			//   1 s  it waits 1 s for the next token, and succeeds at 2 s;
+			//   2 s  slow waits 2 s for a token, and starts at 4 s;
+			//   9 s  it is hedged after 5 s; the copy has a token at once and wins at 10 s.
+			_, err := fanout.Run(context.Background(), []fanout.Task[int]{retried, slow},
+				fanout.WithObserver(fanout.SlogObserver(logTo(&buf))), fanout.WithLimit(1),
+				fanout.WithRetry(exact(2)),
+				fanout.WithHedge(fanout.HedgePolicy{Delay: 5 * time.Second, MaxExtra: 1}),
+				fanout.WithRateLimit(rate.NewLimiter(rate.Every(2*time.Second), 1)))
+			require.NoError(t, err)
+			assert.Equal(t, strings.Join([]string{
+				`level=DEBUG msg="fanout rate limit wait" key=flaky attempt=1 hedge=false wait=0s error=<nil>`,
+				`level=DEBUG msg="fanout attempt" key=flaky attempt=1 hedge=false elapsed=0s error=flaky`,
+				`level=WARN msg="fanout retry" key=flaky attempt=1 wait=1s server_directed=false error=flaky`,
+				`level=DEBUG msg="fanout rate limit wait" key=flaky attempt=2 hedge=false wait=1s error=<nil>`,
+				`level=DEBUG msg="fanout attempt" key=flaky attempt=2 hedge=false elapsed=0s error=<nil>`,
+				`level=INFO msg="fanout task done" key=flaky attempts=2 elapsed=2s limiter_wait=1s error=<nil>`,
+				`level=DEBUG msg="fanout rate limit wait" key=slow attempt=1 hedge=false wait=2s error=<nil>`,
+				`level=INFO msg="fanout hedge" key=slow attempt=1 after=5s`,
+				`level=DEBUG msg="fanout rate limit wait" key=slow attempt=1 hedge=true wait=0s error=<nil>`,
+				`level=DEBUG msg="fanout attempt" key=slow attempt=1 hedge=true elapsed=1s error=<nil>`,
+				`level=DEBUG msg="fanout attempt" key=slow attempt=1 hedge=false elapsed=6s error="` + fanout.ErrHedgeLost.Error() + `"`,
+				`level=INFO msg="fanout task done" key=slow attempts=2 elapsed=8s limiter_wait=2s error=<nil>`,
+				`level=INFO msg="fanout run done" tasks=2 succeeded=2 failed=0 skipped=0 attempts=4 hedges=1 tokens=0 cents=0 elapsed=10s`,
+			}, "\n")+"\n", buf.String())
+		})
+	})
 }

@@ -8,7 +8,9 @@ import (
 // SlogObserver returns an [Observer] that logs to l: each key's outcome at
 // Info (Warn if it failed), retries at Warn, hedges at Info, attempts and
 // rate-limiter waits at Debug, and the run's totals at Info. Attributes
-// are key, attempt, elapsed, wait and error.
+// are key, attempt and error throughout, with elapsed and limiter_wait on
+// attempts and keys, wait and server_directed on retries, after on
+// hedges, hedge on attempts and limiter waits, and the run's counts.
 func SlogObserver(l *slog.Logger) *Observer {
 	if l == nil {
 		l = slog.Default()
@@ -26,8 +28,8 @@ func SlogObserver(l *slog.Logger) *Observer {
 			l.InfoContext(ctx, "fanout hedge", "key", h.Key, "attempt", h.Attempt, "after", h.After)
 		},
 		LimiterWait: func(ctx context.Context, w WaitInfo) {
-			l.DebugContext(ctx, "fanout rate limit wait", "key", w.Key, "attempt", w.Attempt, "wait", w.Wait,
-				"error", w.Err)
+			l.DebugContext(ctx, "fanout rate limit wait", "key", w.Key, "attempt", w.Attempt, "hedge", w.Hedge,
+				"wait", w.Wait, "error", w.Err)
 		},
 		TaskDone: func(ctx context.Context, t TaskInfo) {
 			level := slog.LevelInfo
