@@ -169,7 +169,8 @@ func newObserver(c config) (*observer, error) {
 	}
 	var errs [6]error
 	o.tasks, errs[0] = m.Int64Counter("fanout.tasks", metric.WithUnit("{task}"),
-		metric.WithDescription("Keys done, by outcome: ok, error, or skipped (never started)."))
+		metric.WithDescription("Keys done, by outcome: ok, error, skipped (never started), "+
+			"or cancelled (stopped by an aggregator that had decided or by a Stream's consumer)."))
 	o.duration, errs[1] = m.Float64Histogram("fanout.attempt.duration", metric.WithUnit("s"),
 		metric.WithDescription("Duration of each call of a task's Do."))
 	o.inFlight, errs[2] = m.Int64UpDownCounter("fanout.attempts.in_flight", metric.WithUnit("{attempt}"),

@@ -309,6 +309,36 @@ func TestHedge(t *testing.T) {
 	})
 }
 
+// TestInFlight reads the in-flight gauge while a run is under way: two
+// workers for three keys of a second each, so two calls of Do are running
+// for the first second, one (the third key) for the next, none at the end.
+func TestInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tel := newTelemetry()
+		inFlight := func() int64 {
+			return sums(t, tel.metrics(t)["fanout.attempts.in_flight"], "fanout.name")[""]
+		}
+		second := func(ctx context.Context) (int, error) {
+			time.Sleep(time.Second)
+			return 1, nil
+		}
+		tasks := []fanout.Task[int]{{Key: "a", Do: second}, {Key: "b", Do: second}, {Key: "c", Do: second}}
+		done := make(chan error)
+		go func() {
+			_, err := fanout.Run(t.Context(), tasks, fanout.WithLimit(2), fanout.WithObserver(tel.obs))
+			done <- err
+		}()
+
+		synctest.Wait() // a and b are asleep in Do
+		assert.Equal(t, int64(2), inFlight(), "at 0 s")
+		time.Sleep(1500 * time.Millisecond)
+		synctest.Wait() // a and b are done; c is asleep in Do
+		assert.Equal(t, int64(1), inFlight(), "at 1.5 s")
+		require.NoError(t, <-done)
+		assert.Equal(t, int64(0), inFlight(), "at the end")
+	})
+}
+
 // TestNested checks that a run started inside a task hangs under the
 // attempt that started it, and that a vote's early stop cancels, rather
 // than fails, the attempts still running.
