@@ -55,20 +55,26 @@ func New(total int, w io.Writer, label string) *Bar {
 		),
 		mpb.AppendDecorators(
 			decor.Percentage(decor.WC{W: 5}),
-			decor.Any(func(decor.Statistics) string { return b.status(b.Snapshot()) }),
+			decor.Any(func(decor.Statistics) string { return b.Snapshot().Status() }),
 		),
 	)
 	return b
 }
 
-// status is the text after the bar: failures, retries, calls, rate, ETA.
-func (b *Bar) status(s Snapshot) string {
+// Status returns the text the bar draws after itself: failures, skips
+// (only once there are some, since they happen only when a run stops
+// early), retries, calls, rate and time left.
+func (s Snapshot) Status() string {
 	eta := "ETA --"
 	if d, ok := s.ETA(); ok {
 		eta = "ETA " + d.Round(time.Second).String()
 	}
-	return fmt.Sprintf("  ✗ %d failed  ↻ %d retries  %d calls  %5.1f/s  %s",
-		s.Failed+s.Skipped, s.Retries, s.Calls, s.Rate(), eta)
+	skipped := ""
+	if s.Skipped > 0 {
+		skipped = fmt.Sprintf("  %d skipped", s.Skipped)
+	}
+	return fmt.Sprintf("  ✗ %d failed%s  ↻ %d retries  %d calls  %5.1f/s  %s",
+		s.Failed, skipped, s.Retries, s.Calls, s.Rate(), eta)
 }
 
 // Stop ends the display and returns the final counts: on a terminal it

@@ -11,6 +11,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/gofanout/fanout"
@@ -128,6 +130,49 @@ func TestCounterNested(t *testing.T) {
 		if s := c.Snapshot(); s != want {
 			t.Errorf("got %+v, want %+v", s, want)
 		}
+	})
+}
+
+func TestSnapshotStatus(t *testing.T) {
+	tests := []struct {
+		name string
+		give progress.Snapshot
+		want string
+	}{
+		{
+			name: "no key done yet has no ETA",
+			give: progress.Snapshot{Total: 4, Elapsed: time.Second},
+			want: "  ✗ 0 failed  ↻ 0 retries  0 calls    0.0/s  ETA --",
+		},
+		{
+			name: "failures are counted without the skipped keys",
+			give: progress.Snapshot{Total: 4, Done: 2, Failed: 1, Calls: 3, Retries: 1, Elapsed: time.Second},
+			want: "  ✗ 1 failed  ↻ 1 retries  3 calls    2.0/s  ETA 1s",
+		},
+		{
+			name: "skipped keys are shown apart from failed ones",
+			give: progress.Snapshot{Total: 4, Done: 4, Failed: 1, Skipped: 2, Calls: 2, Elapsed: 2 * time.Second},
+			want: "  ✗ 1 failed  2 skipped  ↻ 0 retries  2 calls    2.0/s  ETA 0s",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, tt.give.Status())
+		})
+	}
+}
+
+// TestCounterStatus checks the status of a run that stops early: the key
+// that failed and the key skipped because of it are told apart.
+func TestCounterStatus(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := progress.NewCounter(3)
+		tasks := []fanout.Task[int]{{Key: "a", Do: second(nil)}, {Key: "b", Do: second(errBad)},
+			{Key: "c", Do: second(nil)}}
+		_, err := fanout.Run(t.Context(), tasks, fanout.WithLimit(1), fanout.WithFailFast(),
+			fanout.WithObserver(c.Observer()))
+		require.ErrorIs(t, err, errBad)
+		assert.Equal(t, "  ✗ 1 failed  1 skipped  ↻ 0 retries  2 calls    1.5/s  ETA 0s", c.Snapshot().Status())
 	})
 }
 
