@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"mime"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/option"
 
 	"github.com/gofanout/fanout"
+	"github.com/gofanout/fanout/examples/internal/claude"
 )
 
 // criteriaOf is what each specialist weighs, as the seed workflow frames it.
@@ -109,35 +109,12 @@ func (c *Claude) Judge(ctx context.Context, p Part, results []fanout.Result[Anal
 }
 
 func (c *Claude) ask(ctx context.Context, system string, content []anthropic.ContentBlockParamUnion, maxTokens int64) (string, error) {
-	msg, err := c.client.Messages.New(ctx, anthropic.MessageNewParams{
+	return claude.Text(ctx, &c.client, anthropic.MessageNewParams{
 		Model:     c.model,
 		MaxTokens: maxTokens,
 		System:    []anthropic.TextBlockParam{{Text: system}},
 		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(content...)},
 	})
-	if err != nil {
-		return "", apiError(err)
-	}
-	fanout.Spend(ctx, fanout.Cost{Tokens: msg.Usage.InputTokens + msg.Usage.OutputTokens})
-	var b strings.Builder
-	for _, block := range msg.Content {
-		if block.Type == "text" {
-			b.WriteString(block.Text)
-		}
-	}
-	return b.String(), nil
-}
-
-// apiError keeps what fanout's retry needs from an API error: the
-// Retry-After of a 429 or 529, and no retry of a request refused for good.
-func apiError(err error) error {
-	var apiErr *anthropic.Error
-	if errors.As(err, &apiErr) && apiErr.Response != nil {
-		if herr := fanout.CheckResponse(apiErr.Response); herr != nil {
-			return fmt.Errorf("claude: %w (%w)", herr, err)
-		}
-	}
-	return fmt.Errorf("claude: %w", err)
 }
 
 // decodeJSON reads the first JSON object in text: models sometimes wrap
