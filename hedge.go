@@ -16,9 +16,14 @@ type HedgePolicy struct {
 	// Delay starts the copy once an attempt has run this long.
 	Delay time.Duration
 	// Quantile, if set (0.95 for the p95), starts the copy once an attempt
-	// has run longer than that quantile of this run's successful attempts
-	// so far. Until HedgeMinSamples attempts have succeeded, Delay is used
-	// if set; otherwise the attempt waits for the estimate.
+	// has run longer than that quantile of the latencies of this run's
+	// attempts: those that finished, with a value or an error or at their
+	// deadline, and those still running, which count as slower than any
+	// finished one. So when a fan-out's attempts all start together, the
+	// p95 is known once 95% of them have finished, and only the last 5%
+	// are hedged. Until it is known (and until HedgeMinSamples attempts
+	// have finished), Delay is used if set; otherwise the attempt waits
+	// for the estimate.
 	Quantile float64
 	// MaxExtra caps the copies at this fraction of the run's tasks,
 	// rounded up; zero means 0.1. The cap stops new copies only, never
@@ -57,12 +62,13 @@ type hedger struct {
 	total   int          // tasks in the run; -1 when lazy
 	started atomic.Int64 // tasks that made a hedgeable attempt, for a lazy run's budget
 	extra   atomic.Int64
+	running atomic.Int64 // attempts in flight, copies aside: latencies not known yet
 
 	mu       sync.Mutex
-	window   *latency.Window // recent successful latencies
-	estimate time.Duration
-	sortedAt int           // window.Added() when estimate was read
-	ready    chan struct{} // closed once the estimate is usable
+	window   *latency.Window // latencies of the attempts that finished
+	sorted   []time.Duration // the window, sorted at the last refresh
+	sortedAt int             // window.Added() at the last refresh
+	changed  chan struct{}   // closed, and replaced, at each refresh
 }
 
 const hedgeWindow = 1024
@@ -71,9 +77,11 @@ func newHedger(p HedgePolicy, total int) *hedger {
 	if p.MaxExtra == 0 {
 		p.MaxExtra = 0.1
 	}
-	return &hedger{policy: p, total: total, window: latency.NewWindow(hedgeWindow), ready: make(chan struct{})}
+	return &hedger{policy: p, total: total, window: latency.NewWindow(hedgeWindow), changed: make(chan struct{})}
 }
 
+// record adds the latency of an attempt that finished by itself, with a
+// value or an error, or at its deadline.
 func (h *hedger) record(d time.Duration) {
 	if h.policy.Quantile == 0 {
 		return
@@ -83,29 +91,41 @@ func (h *hedger) record(d time.Duration) {
 	h.window.Add(d)
 	n := h.window.Added()
 	// Sorting the window on every sample would cost more than the calls
-	// it hedges; refresh the estimate every sample early on, then every
-	// 32.
+	// it hedges; refresh it every sample early on, then every 32.
 	if n >= HedgeMinSamples && (n < 64 || n-h.sortedAt >= 32) {
-		h.estimate = h.window.Quantile(h.policy.Quantile)
+		h.sorted = h.window.Sorted()
 		h.sortedAt = n
-		if n == HedgeMinSamples {
-			close(h.ready)
-		}
+		close(h.changed)
+		h.changed = make(chan struct{})
 	}
 }
 
 // delay returns how long an attempt runs before it is hedged, or false if
-// that is not known yet.
-func (h *hedger) delay() (time.Duration, bool) {
-	if h.policy.Quantile > 0 {
+// that is not known yet; then the estimate may become known when changed
+// is closed.
+//
+// The attempts still running count as slower than every finished one:
+// nobody knows better yet. So in a fan-out whose attempts all start
+// together, the p95 is known once 95% of them have finished, and only the
+// stragglers are hedged, as "The Tail at Scale" has it; the first few to
+// finish, the fastest, do not make a low estimate that hedges everyone.
+func (h *hedger) delay() (d time.Duration, ok bool, changed <-chan struct{}) {
+	if q := h.policy.Quantile; q > 0 {
 		h.mu.Lock()
-		d, n := h.estimate, h.window.Added()
+		sorted, n, changed := h.sorted, h.sortedAt, h.changed
 		h.mu.Unlock()
 		if n >= HedgeMinSamples {
-			return d, true
+			// The q-quantile of the finished and the running attempts
+			// together is this quantile of the finished ones alone.
+			if qq := q * float64(n+int(h.running.Load())) / float64(n); qq <= 1 {
+				return latency.Quantile(sorted, qq), true, nil
+			}
+		}
+		if h.policy.Delay == 0 {
+			return 0, false, changed
 		}
 	}
-	return h.policy.Delay, h.policy.Delay > 0
+	return h.policy.Delay, h.policy.Delay > 0, nil
 }
 
 // take claims one copy from the budget.
@@ -143,8 +163,10 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *R
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	done := make(chan outcome, 2)
+	h.running.Add(1)
 	go func() {
 		v, err := r.try(hctx, t, info, nil)
+		h.running.Add(-1)
 		done <- outcome{v: v, err: err}
 	}()
 	running := 1
@@ -157,11 +179,14 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *R
 		timer = time.NewTimer(max(d-time.Since(start), 0))
 		fire = timer.C
 	}
-	if d, ok := h.delay(); ok {
-		arm(d)
-	} else {
-		ready = h.ready
+	armOrWait := func() {
+		d, ok, changed := h.delay()
+		if ok {
+			arm(d)
+		}
+		ready = changed
 	}
+	armOrWait()
 	defer func() {
 		if timer != nil {
 			timer.Stop()
@@ -186,10 +211,7 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *R
 				first = &o
 			}
 		case <-ready:
-			ready = nil
-			if d, ok := h.delay(); ok {
-				arm(d)
-			}
+			armOrWait()
 		case <-fire:
 			fire = nil
 			if hctx.Err() != nil || !h.take() {
@@ -200,13 +222,12 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *R
 			running++
 			r.obs.hedge(ctx, HedgeInfo{Key: t.Key, Attempt: info.Attempt, After: time.Since(start)})
 			go func() {
+				var v T
 				wait, err := r.limiterWait(hctx, t, info.Attempt, true)
-				if err != nil {
-					done <- outcome{err: err, wait: wait}
-					return
+				if err == nil {
+					copyInfo := AttemptInfo{Key: t.Key, Attempt: info.Attempt, Hedge: true, LimiterWait: wait}
+					v, err = r.try(hctx, t, copyInfo, nil)
 				}
-				copyInfo := AttemptInfo{Key: t.Key, Attempt: info.Attempt, Hedge: true, LimiterWait: wait}
-				v, err := r.try(hctx, t, copyInfo, nil)
 				done <- outcome{v: v, err: err, wait: wait}
 			}()
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -202,6 +203,37 @@ func TestHedge(t *testing.T) {
 				assert.GreaterOrEqual(t, a, 100*time.Millisecond)
 				assert.LessOrEqual(t, a, time.Second)
 			}
+		})
+	})
+	t.Run("a p95 hedge in a fan-out hedges only the last 5% of attempts", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			// 100 calls start together: 99 take 10.0, 10.1, ... 19.8 ms,
+			// one would take an hour; every copy takes 10 ms.
+			var cancelled atomic.Int32
+			var mu sync.Mutex
+			var after []time.Duration
+			tasks := make([]fanout.Task[string], 100)
+			for i := range tasks {
+				d := 10*time.Millisecond + time.Duration(i)*100*time.Microsecond
+				if i == 99 {
+					d = time.Hour
+				}
+				tasks[i] = replica(fmt.Sprint(i), &cancelled, d, 10*time.Millisecond)
+			}
+			rs, err := fanout.Run(context.Background(), tasks,
+				fanout.WithHedge(fanout.HedgePolicy{Quantile: 0.95}),
+				fanout.WithObserver(&fanout.Observer{Hedge: func(_ context.Context, h fanout.HedgeInfo) {
+					mu.Lock()
+					after = append(after, h.After)
+					mu.Unlock()
+				}}))
+			require.NoError(t, err)
+			// The p95 is known when the 95th call ends, at 19.4 ms; the
+			// five still running then are hedged at once, no others.
+			assert.Equal(t, slices.Repeat([]time.Duration{19400 * time.Microsecond}, 5), after)
+			slow, _ := rs.Get("99")
+			assert.Equal(t, 1, slow.Hedges)
+			assert.Equal(t, 29400*time.Microsecond, slow.Elapsed, "hedged at 19.4 ms, the copy took 10 ms")
 		})
 	})
 	t.Run("a hedged copy also honours the per-task timeout", func(t *testing.T) {

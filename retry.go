@@ -232,7 +232,9 @@ func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo, dl *deadl
 	v, err := call(actx, t)
 	if timed {
 		info.Elapsed, info.Err = monotime()-start, err
-		if err == nil && r.hedger != nil {
+		if r.hedger != nil && (actx.Err() == nil || errors.Is(context.Cause(actx), ErrTaskTimeout)) {
+			// It finished by itself or at its deadline; one that was
+			// cancelled tells nothing of how long it would have taken.
 			r.hedger.record(info.Elapsed)
 		}
 		r.obs.attemptDone(ctx, info)

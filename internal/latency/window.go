@@ -37,15 +37,22 @@ func (w *Window) Add(d time.Duration) {
 // Added returns how many latencies were ever added.
 func (w *Window) Added() int { return w.added }
 
-// Quantile returns the q-quantile (0 ≤ q < 1) of the latencies in the
-// window: the sample at rank ⌊q·(n-1)⌋ in sorted order, so it is always
-// one that was observed. It returns 0 for an empty window. It sorts a copy,
-// O(n log n): callers refresh an estimate now and then, not on every Add.
-func (w *Window) Quantile(q float64) time.Duration {
-	if len(w.samples) == 0 {
-		return 0
-	}
+// Sorted returns the latencies in the window in ascending order, in a
+// new slice: O(n log n), for callers to refresh now and then, not on every
+// Add.
+func (w *Window) Sorted() []time.Duration {
 	sorted := slices.Clone(w.samples)
 	slices.Sort(sorted)
+	return sorted
+}
+
+// Quantile returns the q-quantile (0 ≤ q ≤ 1) of sorted latencies: the
+// sample at rank ⌊q·(n-1)⌋, so it is always one that was observed. It
+// returns 0 when sorted is empty.
+func Quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	q = min(max(q, 0), 1)
 	return sorted[int(q*float64(len(sorted)-1))]
 }
