@@ -91,6 +91,11 @@ func policies(scale float64) []policy {
 			fanout.WithTaskTimeout(ms(30)),
 			fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 2, InitialInterval: ms(1), Jitter: -1}),
 		}},
+		{Name: "hedge p95 + attempt timeout 30ms + 1 retry", Hedged: true, Opts: []fanout.Option{
+			fanout.WithHedge(fanout.HedgePolicy{Quantile: 0.95}),
+			fanout.WithTaskTimeout(ms(30)),
+			fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 2, InitialInterval: ms(1), Jitter: -1}),
+		}},
 	}
 }
 
