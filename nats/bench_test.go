@@ -3,19 +3,31 @@ package fanoutnats_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gofanout/fanout"
 	fanoutnats "github.com/gofanout/fanout/nats"
+	"github.com/stretchr/testify/require"
 )
 
-// The remote benchmarks run everything in this process: an embedded
-// nats-server (memory storage), the client, and 1, 2 or 4 workers, each on
-// its own connection with 8 handler slots. Worker processes would measure
-// the same protocol but add process start-up to the setup; on a 2-core
-// machine the server, client and workers share both cores either way.
+// The remote benchmarks run an embedded nats-server (memory storage) and
+// the client in this process, and the workers either here, each on its
+// own connection ("conns"), or as separate worker processes ("procs"):
+// this test binary started again with benchWorkerEnv set. Every worker
+// has 8 handler slots. On a 2-core machine the server, the client and the
+// workers share both cores either way.
 
 const benchTasks = 100
+
+// benchWorkerEnv, set to a server URL, makes the test binary a worker
+// process serving "square" until its standard input closes.
+const benchWorkerEnv = "FANOUTNATS_BENCH_WORKER"
 
 func square(_ context.Context, n int) (int, error) { return n * n, nil }
 
@@ -39,17 +51,21 @@ func remoteTasks(c *fanoutnats.Client) []fanout.Task[int] {
 }
 
 // BenchmarkThroughput runs 100 trivial tasks per op, 64 in flight:
-// in-process fanout.Run against remote tasks through 1, 2 and 4 workers.
+// in-process fanout.Run against remote tasks through 1, 2 and 4 workers,
+// in this process or in worker processes.
 func BenchmarkThroughput(b *testing.B) {
 	b.Run("inprocess", func(b *testing.B) {
-		tasks := localTasks()
-		benchRuns(b, tasks)
+		benchRuns(b, localTasks())
 	})
-	for _, workers := range []int{1, 2, 4} {
-		b.Run(fmt.Sprintf("remote/workers=%d", workers), func(b *testing.B) {
-			c := benchCluster(b, workers)
-			benchRuns(b, remoteTasks(c))
-		})
+	for _, setup := range []struct {
+		name  string
+		start func(testing.TB, int) *fanoutnats.Client
+	}{{"conns", benchConns}, {"procs", benchProcs}} {
+		for _, workers := range []int{1, 2, 4} {
+			b.Run(fmt.Sprintf("remote/%s=%d", setup.name, workers), func(b *testing.B) {
+				benchRuns(b, remoteTasks(setup.start(b, workers)))
+			})
+		}
 	}
 }
 
@@ -59,9 +75,11 @@ func BenchmarkLatency(b *testing.B) {
 	b.Run("inprocess", func(b *testing.B) {
 		benchRuns(b, localTasks()[:1])
 	})
-	b.Run("remote/workers=1", func(b *testing.B) {
-		c := benchCluster(b, 1)
-		benchRuns(b, remoteTasks(c)[:1])
+	b.Run("remote/conns=1", func(b *testing.B) {
+		benchRuns(b, remoteTasks(benchConns(b, 1))[:1])
+	})
+	b.Run("remote/procs=1", func(b *testing.B) {
+		benchRuns(b, remoteTasks(benchProcs(b, 1))[:1])
 	})
 }
 
@@ -78,11 +96,72 @@ func benchRuns(b *testing.B, tasks []fanout.Task[int]) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/task")
 }
 
-func benchCluster(b *testing.B, workers int) *fanoutnats.Client {
-	e := newEnv(b)
+// benchConns starts a server, a client, and workers in this process.
+func benchConns(tb testing.TB, workers int) *fanoutnats.Client {
+	e := newEnv(tb)
 	c := e.client()
 	for range workers {
 		e.worker(func(w *fanoutnats.Worker) { fanoutnats.Handle(w, "square", square) })
 	}
 	return c
+}
+
+// benchProcs starts a server and a client in this process, and worker
+// processes, and waits until every worker is serving.
+func benchProcs(tb testing.TB, workers int) *fanoutnats.Client {
+	e := newEnv(tb)
+	c := e.client()
+	nc := e.conn()
+	ready, err := nc.SubscribeSync("bench.ready")
+	require.NoError(tb, err)
+	defer func() { _ = ready.Unsubscribe() }()
+	for range workers {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), benchWorkerEnv+"="+e.srv.URL())
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		require.NoError(tb, err)
+		require.NoError(tb, cmd.Start())
+		tb.Cleanup(func() {
+			_ = stdin.Close() // the worker stops when its input ends
+			_ = cmd.Wait()
+		})
+	}
+	for range workers {
+		_, err := ready.NextMsg(30 * time.Second)
+		require.NoError(tb, err, "worker processes did not start")
+	}
+	return c
+}
+
+// runBenchWorker is a worker process of benchProcs. It returns the exit
+// code.
+func runBenchWorker(url string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		stop()
+	}()
+	nc, err := fanoutnats.Connect([]string{url})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer nc.Close()
+	w, err := fanoutnats.NewWorker(ctx, nc, testOpts()...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fanoutnats.Handle(w, "square", square)
+	if err := nc.Publish("bench.ready", nil); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := w.Serve(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
 }

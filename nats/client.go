@@ -31,24 +31,29 @@ type Client struct {
 	mu      sync.Mutex
 	pending map[string]*call // by attempt id
 	bySeq   map[uint64]*call // by stream sequence, for advisories
-	gone    recentSet        // attempts finished or abandoned
+	replied recentSet        // finished attempts that took a worker's reply
 
 	stats clientStats
 }
 
 type call struct {
-	key      string
-	reply    chan reply // buffered 1, sent to once: the first reply wins
-	answered atomic.Bool
+	key   string
+	reply chan reply // buffered 1, sent to once: the first answer wins
+
+	// Guarded by Client.mu.
 	seq      uint64
+	answered bool // an answer was handed over, or the attempt gave up
+	byWorker bool // the answer handed over was a worker's reply
 }
 
 // answer hands r to the waiting attempt, and reports false if the attempt
-// already had its answer.
+// already had its answer or gave up. It must be called with Client.mu
+// held; it never blocks.
 func (cl *call) answer(r reply) bool {
-	if !cl.answered.CompareAndSwap(false, true) {
+	if cl.answered {
 		return false
 	}
+	cl.answered, cl.byWorker = true, r.msg != nil
 	cl.reply <- r
 	return true
 }
@@ -58,10 +63,18 @@ type reply struct {
 	err error
 }
 
-// NewClient prepares a client on nc: it creates or updates the task stream
-// (or binds to it, with [WithBind]) and subscribes to its reply subject
-// and to JetStream's max-deliveries advisories. The caller keeps owning
-// nc; Close the client before closing nc.
+// NewClient prepares a client on nc: it opens the task stream and
+// subscribes to its reply subject and to JetStream's max-deliveries
+// advisories. The caller keeps owning nc; Close the client before closing
+// nc.
+//
+// Opening the stream looks it up first and creates it only if it does not
+// exist ([WithBind]: fails instead). An existing stream is never changed,
+// so its own storage, replicas, limits and description stay as an operator
+// or an earlier client set them; NewClient fails, naming each difference,
+// if that stream cannot serve as the task queue (not work-queue retention,
+// subjects that miss PREFIX.task.>, sealed, no_ack, deny_delete or
+// deny_purge).
 func NewClient(ctx context.Context, nc *nats.Conn, opts ...Option) (*Client, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
@@ -78,7 +91,7 @@ func NewClient(ctx context.Context, nc *nats.Conn, opts ...Option) (*Client, err
 	c := &Client{
 		cfg: cfg, nc: nc, js: js, stream: s, id: nuid.Next(),
 		pending: make(map[string]*call), bySeq: make(map[uint64]*call),
-		gone: newRecentSet(1 << 14),
+		replied: newRecentSet(1 << 14),
 	}
 	c.inbox = cfg.prefix + ".reply." + c.id
 	sub, err := nc.Subscribe(c.inbox, c.onReply)
@@ -109,12 +122,17 @@ func (c *Client) Close() {
 }
 
 // Stats counts what the client has seen. Reading it is safe at any time.
+// Every reply that reaches the client is counted once: in Replies if its
+// attempt took it, in Duplicates if its attempt had taken another reply
+// already, else in Late: its attempt had given up first (its context
+// ended, at a per-task timeout say; its result timeout passed; or a
+// max-deliveries advisory decided it), or is too old to be remembered.
 type Stats struct {
 	Sent        int64 // task messages published, retries and hedges included
 	Replies     int64 // replies accepted, one per finished attempt
 	Redelivered int64 // accepted replies that came from a redelivery
 	Duplicates  int64 // replies dropped because their attempt already had one
-	Late        int64 // replies dropped because the attempt had given up
+	Late        int64 // replies dropped because their attempt had given up
 	MaxDelivers int64 // attempts failed by a max-deliveries advisory
 	Cancels     int64 // attempts cancelled before their reply
 	Purges      int64 // batches purged from the stream
@@ -137,15 +155,11 @@ func (c *Client) Stats() Stats {
 func (c *Client) onReply(m *nats.Msg) {
 	id := m.Header.Get(hdrTask)
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	cl := c.pending[id]
-	finished := cl == nil && c.gone.has(id)
-	c.mu.Unlock()
 	switch {
-	case cl != nil:
-		if !cl.answer(reply{msg: m}) {
-			c.stats.duplicates.Add(1)
-		}
-	case finished:
+	case cl != nil && cl.answer(reply{msg: m}):
+	case cl != nil && cl.byWorker, cl == nil && c.replied.has(id):
 		c.stats.duplicates.Add(1)
 	default:
 		c.stats.late.Add(1)
@@ -161,8 +175,8 @@ func (c *Client) onMaxDeliveries(m *nats.Msg) {
 		return
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	cl := c.bySeq[adv.StreamSeq]
-	c.mu.Unlock()
 	if cl == nil {
 		return
 	}
@@ -185,14 +199,26 @@ func (c *Client) setSeq(cl *call, seq uint64) {
 	c.mu.Unlock()
 }
 
-// unregister forgets an attempt; later replies to it count as duplicates
-// or late ones.
-func (c *Client) unregister(id string, cl *call) {
+// unregister forgets a finished attempt. Later replies to it count as
+// duplicates if it took a worker's reply, else as late. A reply handed
+// over while the attempt was giving up is late too.
+func (c *Client) unregister(id string, cl *call, tookReply bool) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	delete(c.pending, id)
 	delete(c.bySeq, cl.seq)
-	c.gone.add(id)
-	c.mu.Unlock()
+	if tookReply {
+		c.replied.add(id)
+		return
+	}
+	cl.answered = true
+	select {
+	case r := <-cl.reply:
+		if r.msg != nil {
+			c.stats.late.Add(1)
+		}
+	default:
+	}
 }
 
 // Scope is where a remote task belongs: a [*Client], which puts each task
@@ -232,6 +258,18 @@ func (b *Batch) batch() *Batch { return b }
 // say), sends it along for the worker to enforce, and cancels the remote
 // work when its context ends. Each call of the task's Do is a new remote
 // attempt, so the run's retries and hedges work unchanged.
+//
+// An attempt ends with the worker's reply, with [ErrMaxDeliveries], when
+// its context ends (the task's or the run's deadline, a cancel), or after
+// the client's [WithResultTimeout]. Its context's deadline is therefore
+// its backstop: no separate timer is needed. An attempt with neither a
+// deadline nor a result timeout waits as long as it takes, as a local
+// task would: while no worker takes the task (none running, or all stuck
+// in handlers that ignore their context, so that no redelivery and no
+// max-deliveries advisory can happen), while a handler that keeps sending
+// heartbeats runs, and forever if its reply was lost while the client was
+// disconnected. Give remote runs a deadline ([fanout.WithTimeout],
+// [fanout.WithTaskTimeout]) or the client a result timeout.
 func Remote[A, T any](s Scope, name, key string, args A) fanout.Task[T] {
 	b := s.batch()
 	return fanout.Task[T]{Key: key, Do: func(ctx context.Context) (T, error) {
@@ -268,7 +306,8 @@ func (c *Client) call(ctx context.Context, b *Batch, name, key string, args any)
 	}
 	cl := &call{key: key, reply: make(chan reply, 1)}
 	c.register(id, cl)
-	defer c.unregister(id, cl)
+	tookReply := false
+	defer func() { c.unregister(id, cl, tookReply) }()
 
 	ack, err := c.js.PublishMsg(ctx, m, jetstream.WithMsgID(id))
 	if err != nil {
@@ -303,6 +342,7 @@ func (c *Client) call(ctx context.Context, b *Batch, name, key string, args any)
 			c.cancelRemote(b.id, id)
 			return nil, r.err
 		}
+		tookReply = true
 		return c.accept(r.msg, key)
 	case <-backstop:
 		c.deleteMsg(ack.Sequence)
@@ -403,8 +443,8 @@ func (b *Batch) cancel() {
 }
 
 // attemptOnly reports whether a cause ends one attempt rather than the
-// run: a per-attempt timeout, or a hedged copy that lost the race. The
-// core does not export its lost-race error, so it is matched by text.
+// run: a per-attempt timeout ([fanout.ErrTaskTimeout]), or a hedged copy
+// that lost the race ([fanout.ErrHedgeLost]).
 func attemptOnly(cause error) bool {
 	return errors.Is(cause, fanout.ErrTaskTimeout) || errors.Is(cause, fanout.ErrHedgeLost)
 }

@@ -50,8 +50,10 @@
 // a key never gets two Results. A task delivered [WithMaxDeliver] times
 // without a reply becomes [ErrMaxDeliveries] for its key, from JetStream's
 // max-deliveries advisory. JetStream sends that advisory when it next tries
-// to deliver the task, which needs some worker with a free slot; for a
-// fleet that may stall entirely, set [WithResultTimeout] as well.
+// to deliver the task, which needs some worker with a free slot: a fleet
+// stalled entirely sends none, and the run's own deadline (or the client's
+// [WithResultTimeout]) is the backstop. A run with neither waits as long
+// as the fleet does; see [Remote].
 //
 // A worker stopped through its Serve context hands its running tasks back
 // at once (a negative acknowledgement), so they do not wait out AckWait.
@@ -74,14 +76,19 @@
 //
 // [Connect] dials a list of servers and passes any nats.Option through
 // (credentials file, nkey, user and password, TLS). NewClient and
-// NewWorker create the stream and consumer idempotently, with
-// [WithReplicas] on a cluster, or bind to operator-provisioned ones with
-// [WithBind]. The sub-package embedded starts an in-process server for
+// NewWorker look the stream and consumer up and create them only if they
+// do not exist (with [WithReplicas] on a cluster), so that any number of
+// clients and workers may start at once; or, with [WithBind], only use
+// operator-provisioned ones. An existing stream or consumer is never
+// updated: its own settings stay, and one that cannot work (not a work
+// queue, subjects that miss the tasks, acks not explicit, ...) is an error
+// naming what differs. The sub-package embedded starts an in-process server for
 // tests, examples and single-machine use; it is separate so that programs
 // connecting to a real cluster do not link the server.
 //
 // Clients and workers are safe for concurrent use. Measured overhead is in
-// BENCHMARKS.md: on loopback, a lone remote task takes about 130 µs
-// where an in-process one takes 1 µs, and a fan-out of 100 trivial tasks
-// reaches about 22,000 tasks per second with two or more workers.
+// BENCHMARKS.md: on loopback, a lone remote task on a worker process takes
+// about 210 µs where an in-process one takes 1 µs, and a fan-out of 100
+// trivial tasks reaches about 20,000 tasks per second with two or more
+// worker processes.
 package fanoutnats

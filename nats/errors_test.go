@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/gofanout/fanout"
@@ -129,6 +130,55 @@ func TestOversizedMessagesFailClearly(t *testing.T) {
 		assert.ErrorContains(t, err, `arguments of key "huge-args" make a`)
 		assert.Equal(t, sent, c.Stats().Sent, "nothing was sent")
 	})
+}
+
+func TestErrorRepliesAreCutToFitMaxPayload(t *testing.T) {
+	e := newEnv(t, embedded.WithMaxPayload(8<<10))
+	c := e.client()
+	w := e.worker(func(w *fanoutnats.Worker) {
+		fanoutnats.Handle(w, "fail-big", func(_ context.Context, kind string) (string, error) {
+			switch kind {
+			case "ascii":
+				return "", backoff.Permanent(errors.New("bad: " + strings.Repeat("e", 20<<10)))
+			case "multibyte":
+				return "", errors.New("schlecht: " + strings.Repeat("é", 10<<10))
+			case "escaped":
+				return "", errors.New("quotes: " + strings.Repeat(`"<\`, 7<<10))
+			default:
+				panic("panicked: " + strings.Repeat("p", 20<<10))
+			}
+		})
+	})
+	tests := []struct {
+		give       string
+		wantPrefix string
+		wantCode   fanoutnats.Code
+	}{
+		{give: "ascii", wantPrefix: "bad: eee", wantCode: fanoutnats.CodePermanent},
+		{give: "multibyte", wantPrefix: "schlecht: ééé", wantCode: fanoutnats.CodeError},
+		{give: "escaped", wantPrefix: `quotes: "<\"<\`, wantCode: fanoutnats.CodeError},
+		{give: "panic", wantPrefix: "panicked: ppp", wantCode: fanoutnats.CodePanic},
+	}
+	for _, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			// Without cutting, the reply would never arrive and the key
+			// would end at its deadline instead.
+			rs, _ := fanout.Run(context.Background(),
+				[]fanout.Task[string]{fanoutnats.Remote[string, string](c, "fail-big", "k", tt.give)},
+				fanout.WithTaskTimeout(5*time.Second))
+			_, err := rs.Value("k")
+			require.Error(t, err)
+			require.NotErrorIs(t, err, fanout.ErrTaskTimeout)
+			var re *fanoutnats.RemoteError
+			require.ErrorAs(t, err, &re)
+			assert.Equal(t, tt.wantCode, re.Code)
+			assert.True(t, strings.HasPrefix(re.Message, tt.wantPrefix), re.Message[:40])
+			assert.Regexp(t, `\[\d+ more bytes cut to fit max_payload\]$`, re.Message)
+			assert.True(t, utf8.ValidString(re.Message))
+			assert.Greater(t, len(re.Message), 2<<10, "cut no more than needed")
+		})
+	}
+	assert.Zero(t, w.Stats().ReplyFailures)
 }
 
 func TestBindUsesProvisionedStreamOrFailsClearly(t *testing.T) {

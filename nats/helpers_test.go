@@ -2,6 +2,7 @@ package fanoutnats_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -14,6 +15,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if url := os.Getenv(benchWorkerEnv); url != "" {
+		os.Exit(runBenchWorker(url))
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -96,7 +96,8 @@ func WithConsumer(name string) Option {
 }
 
 // WithReplicas sets the stream's and consumer's replicas when they are
-// created (default 1; use 3 on a three-node cluster).
+// created (default 1; use 3 on a three-node cluster). A stream or consumer
+// that exists already keeps its own replicas.
 func WithReplicas(n int) Option {
 	return func(c *config) {
 		if n < 1 || n > 5 {
@@ -108,14 +109,17 @@ func WithReplicas(n int) Option {
 }
 
 // WithMemoryStorage keeps the task stream in memory rather than on disk:
-// faster, but queued tasks are lost if the server restarts.
+// faster, but queued tasks are lost if the server restarts. Like
+// [WithReplicas] it applies only when the stream is created.
 func WithMemoryStorage() Option {
 	return func(c *config) { c.storage = jetstream.MemoryStorage }
 }
 
-// WithBind uses an existing stream and consumer, provisioned by an
-// operator, instead of creating or updating them. NewClient and NewWorker
-// then fail, naming what is missing, if they do not exist.
+// WithBind only uses an existing stream and consumer, provisioned by an
+// operator, and never creates them: NewClient and NewWorker then fail,
+// naming what is missing, if they do not exist. Without it they are
+// created when missing; an existing stream or consumer is never changed
+// either way.
 func WithBind() Option {
 	return func(c *config) { c.bind = true }
 }
@@ -124,7 +128,8 @@ func WithBind() Option {
 // heartbeat before JetStream redelivers it to another worker (default
 // 30 s). Workers send in-progress heartbeats every third of it while a
 // handler runs, so it bounds how long a crashed worker holds a task, not
-// how long a task may run.
+// how long a task may run. It applies when the consumer is created; an
+// existing consumer keeps its own AckWait.
 func WithAckWait(d time.Duration) Option {
 	return func(c *config) {
 		if d < 50*time.Millisecond {
@@ -137,6 +142,8 @@ func WithAckWait(d time.Duration) Option {
 
 // WithMaxDeliver caps how many times JetStream delivers one task (default
 // 5). A task that exhausts its deliveries fails with [ErrMaxDeliveries].
+// It applies when the consumer is created; an existing consumer keeps its
+// own MaxDeliver.
 func WithMaxDeliver(n int) Option {
 	return func(c *config) {
 		if n < 1 {
@@ -171,9 +178,10 @@ func WithConcurrency(n int) Option {
 
 // WithResultTimeout is the client's backstop: a remote task with no reply
 // d after it was sent fails with [ErrNoReply], whatever its context says.
-// By default there is none beyond the task's context and
-// [ErrMaxDeliveries]; set it when replies may be lost (the client's
-// connection dropped while a worker replied) and the run has no deadline.
+// By default (and with d = 0) there is none beyond the task's context and
+// [ErrMaxDeliveries], so a run with no deadline can wait forever on a
+// fleet with no free worker or on a lost reply (see [Remote]); set it, or
+// give the run a deadline, whenever that must not happen.
 func WithResultTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d < 0 {

@@ -2,6 +2,7 @@ package fanoutnats_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -306,4 +307,64 @@ func TestStoppedWorkerHandsItsRunningTasksBack(t *testing.T) {
 	v, err := (<-done).Value("k")
 	require.NoError(t, err)
 	assert.Equal(t, "b delivery 2", v)
+}
+
+func TestReplyAfterTheAttemptGaveUpCountsAsLateNotDuplicate(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	started := newSignals()
+	release := make(chan struct{})
+	e.worker(func(w *fanoutnats.Worker) {
+		fanoutnats.Handle(w, "ignores-deadline", func(context.Context, struct{}) (string, error) {
+			started.send("started")
+			<-release // past the deadline, then it replies all the same
+			return "too late", nil
+		})
+	})
+	_, err := fanout.Run(context.Background(),
+		[]fanout.Task[string]{fanoutnats.Remote[struct{}, string](c, "ignores-deadline", "k", struct{}{})},
+		fanout.WithTaskTimeout(500*time.Millisecond))
+	require.ErrorIs(t, err, fanout.ErrTaskTimeout)
+	require.Equal(t, "started", started.wait(t))
+	close(release)
+
+	require.Eventually(t, func() bool { s := c.Stats(); return s.Late+s.Duplicates > 0 }, 10*time.Second, 5*time.Millisecond)
+	st := c.Stats()
+	assert.Equal(t, int64(1), st.Late, "%+v", st)
+	assert.Zero(t, st.Duplicates, "%+v", st)
+	assert.Zero(t, st.Replies, "%+v", st)
+}
+
+func TestStalledFleetEndsAtTheRunsDeadlineNotAHang(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(fanoutnats.WithMaxDeliver(2))
+	stuck := newSignals()
+	release := make(chan struct{})
+	defer close(release) // before the worker's clean-up waits for it
+	// One slot, stuck in a handler that ignores its context, without
+	// heartbeats: JetStream would redeliver the task, but no worker is
+	// free to take it, so the max-deliveries advisory never comes. The
+	// run's deadline is the backstop.
+	w := e.worker(func(w *fanoutnats.Worker) {
+		fanoutnats.Handle(w, "stall", func(context.Context, struct{}) (string, error) {
+			stuck.send("stuck")
+			<-release
+			return "", errors.New("released")
+		})
+	}, fanoutnats.WithoutHeartbeatForTest(), fanoutnats.WithMaxDeliver(2), fanoutnats.WithConcurrency(1))
+
+	b := c.Batch()
+	var tasks []fanout.Task[string]
+	for i := range 3 {
+		tasks = append(tasks, fanoutnats.Remote[struct{}, string](b, "stall", fmt.Sprint("k", i), struct{}{}))
+	}
+	rs, err := fanout.Run(context.Background(), tasks, fanout.WithTimeout(3*fastAck))
+	require.ErrorIs(t, err, fanout.ErrRunTimeout)
+	assert.Equal(t, "stuck", stuck.wait(t))
+	for _, r := range rs.All() {
+		assert.ErrorIs(t, r.Err, fanout.ErrRunTimeout, r.Key)
+	}
+	assert.Zero(t, c.Stats().MaxDelivers, "no advisory: the deadline ended the run")
+	assert.Zero(t, e.queued(), "the run's tasks were purged")
+	assert.Equal(t, int64(1), w.Stats().Started)
 }

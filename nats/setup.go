@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,11 +34,14 @@ func Connect(urls []string, opts ...nats.Option) (*nats.Conn, error) {
 	return nc, nil
 }
 
+// taskSubjects is the subject filter of every task message.
+func (c *config) taskSubjects() string { return c.prefix + ".task.>" }
+
 func (c *config) streamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        c.stream,
 		Description: "fanout tasks (work queue)",
-		Subjects:    []string{c.prefix + ".task.>"},
+		Subjects:    []string{c.taskSubjects()},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     c.storage,
 		Replicas:    c.replicas,
@@ -52,52 +56,120 @@ func (c *config) consumerConfig() jetstream.ConsumerConfig {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.ackWait,
 		MaxDeliver:    c.maxDeliver,
-		FilterSubject: c.prefix + ".task.>",
+		FilterSubject: c.taskSubjects(),
 		MaxAckPending: -1,
 		Replicas:      c.replicas,
 	}
 }
 
-// openStream creates or updates the task stream, or with WithBind checks
-// that it exists and is a work queue over the task subjects.
+// openStream looks the task stream up and, unless [WithBind] forbids it,
+// creates it if it does not exist. An existing stream is never updated:
+// updating a stream while workers create consumers on it races inside
+// nats-server, and it would overwrite what an operator provisioned. The
+// stream found is checked instead, and any difference that would break
+// fanoutnats is reported.
 func openStream(ctx context.Context, js jetstream.JetStream, c *config) (jetstream.Stream, error) {
-	if !c.bind {
-		s, err := js.CreateOrUpdateStream(ctx, c.streamConfig())
-		if err != nil {
-			return nil, fmt.Errorf("fanoutnats: create or update stream %q: %w", c.stream, err)
-		}
-		return s, nil
-	}
 	s, err := js.Stream(ctx, c.stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("fanoutnats: WithBind: stream %q does not exist; provision it with subjects %q and work-queue retention", c.stream, c.prefix+".task.>")
+		if c.bind {
+			return nil, fmt.Errorf("fanoutnats: WithBind: stream %q does not exist; provision it with subjects %q and work-queue retention",
+				c.stream, c.taskSubjects())
+		}
+		s, err = js.CreateStream(ctx, c.streamConfig())
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// Another client or worker created it meanwhile, with a
+			// different configuration: use theirs.
+			s, err = js.Stream(ctx, c.stream)
+		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("fanoutnats: bind stream %q: %w", c.stream, err)
+		return nil, fmt.Errorf("fanoutnats: open stream %q: %w", c.stream, err)
 	}
-	info := s.CachedInfo()
-	if info.Config.Retention != jetstream.WorkQueuePolicy {
-		return nil, fmt.Errorf("fanoutnats: WithBind: stream %q has %v retention, want work-queue", c.stream, info.Config.Retention)
+	if problems := streamProblems(s.CachedInfo().Config, c.taskSubjects()); len(problems) > 0 {
+		return nil, fmt.Errorf("fanoutnats: stream %q is not usable as it is (fanoutnats never changes an existing stream): %s",
+			c.stream, strings.Join(problems, "; "))
 	}
 	return s, nil
 }
 
-// openConsumer creates or updates the workers' durable consumer, or with
-// WithBind checks that it exists.
-func openConsumer(ctx context.Context, s jetstream.Stream, c *config) (jetstream.Consumer, error) {
-	if !c.bind {
-		cons, err := s.CreateOrUpdateConsumer(ctx, c.consumerConfig())
-		if err != nil {
-			return nil, fmt.Errorf("fanoutnats: create or update consumer %q: %w", c.consumer, err)
-		}
-		return cons, nil
+// streamProblems lists what keeps an existing stream from serving as the
+// task queue.
+func streamProblems(sc jetstream.StreamConfig, tasks string) []string {
+	var p []string
+	if sc.Retention != jetstream.WorkQueuePolicy {
+		p = append(p, fmt.Sprintf("retention is %v, want WorkQueue", sc.Retention))
 	}
+	if !slices.ContainsFunc(sc.Subjects, func(s string) bool { return subjectCovers(s, tasks) }) {
+		p = append(p, fmt.Sprintf("subjects %q do not cover %q", sc.Subjects, tasks))
+	}
+	for _, flag := range []struct {
+		set  bool
+		name string
+	}{
+		{sc.Sealed, "sealed"},
+		{sc.NoAck, "no_ack (publishes need acknowledgements)"},
+		{sc.DenyDelete, "deny_delete (cancelled tasks are deleted)"},
+		{sc.DenyPurge, "deny_purge (a cancelled run purges its tasks)"},
+	} {
+		if flag.set {
+			p = append(p, "it is "+flag.name)
+		}
+	}
+	return p
+}
+
+// openConsumer looks the workers' durable consumer up and, unless
+// [WithBind] forbids it, creates it if it does not exist. Like the stream,
+// an existing consumer is used as it is, never updated, once checked.
+func openConsumer(ctx context.Context, s jetstream.Stream, c *config) (jetstream.Consumer, error) {
 	cons, err := s.Consumer(ctx, c.consumer)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("fanoutnats: WithBind: consumer %q of stream %q does not exist; provision a durable pull consumer with explicit acks", c.consumer, c.stream)
+		if c.bind {
+			return nil, fmt.Errorf("fanoutnats: WithBind: consumer %q of stream %q does not exist; provision a durable pull consumer with explicit acks", c.consumer, c.stream)
+		}
+		cons, err = s.CreateConsumer(ctx, c.consumerConfig())
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			cons, err = s.Consumer(ctx, c.consumer)
+		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("fanoutnats: bind consumer %q: %w", c.consumer, err)
+		return nil, fmt.Errorf("fanoutnats: open consumer %q of stream %q: %w", c.consumer, c.stream, err)
+	}
+	if problems := consumerProblems(cons.CachedInfo().Config, c.taskSubjects()); len(problems) > 0 {
+		return nil, fmt.Errorf("fanoutnats: consumer %q of stream %q is not usable as it is (fanoutnats never changes an existing consumer): %s",
+			c.consumer, c.stream, strings.Join(problems, "; "))
 	}
 	return cons, nil
+}
+
+// consumerProblems lists what keeps an existing consumer from serving the
+// workers. Push consumers are refused by the client library already.
+func consumerProblems(cc jetstream.ConsumerConfig, tasks string) []string {
+	var p []string
+	if cc.AckPolicy != jetstream.AckExplicitPolicy {
+		p = append(p, fmt.Sprintf("ack policy is %v, want AckExplicit", cc.AckPolicy))
+	}
+	filters := cc.FilterSubjects
+	if cc.FilterSubject != "" {
+		filters = append(filters, cc.FilterSubject)
+	}
+	if len(filters) > 0 && !slices.ContainsFunc(filters, func(f string) bool { return subjectCovers(f, tasks) }) {
+		p = append(p, fmt.Sprintf("filter subjects %q do not cover %q", filters, tasks))
+	}
+	return p
+}
+
+// subjectCovers reports whether every subject that subject (which may hold
+// wildcards) matches is also matched by pattern.
+func subjectCovers(pattern, subject string) bool {
+	pt, st := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, p := range pt {
+		if p == ">" {
+			return i < len(st)
+		}
+		if i >= len(st) || st[i] == ">" || p != "*" && p != st[i] {
+			return false
+		}
+	}
+	return len(pt) == len(st)
 }

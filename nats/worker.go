@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofanout/fanout"
 	"github.com/nats-io/nats.go"
@@ -59,9 +61,14 @@ type runningTask struct {
 	cancel context.CancelCauseFunc
 }
 
-// NewWorker prepares a worker on nc: it creates or updates the task stream
-// and the workers' durable consumer (or binds to them, with [WithBind]).
-// The caller keeps owning nc.
+// NewWorker prepares a worker on nc: it opens the task stream, as
+// [NewClient] does, and the workers' durable consumer, which it likewise
+// looks up first and creates only if it does not exist ([WithBind]: fails
+// instead). An existing consumer is never changed: its AckWait (which
+// paces the worker's heartbeats) and MaxDeliver apply, not the options'.
+// NewWorker fails, naming each difference, if the consumer cannot serve
+// (acks not explicit, filter subjects that miss PREFIX.task.>, a push
+// consumer). The caller keeps owning nc.
 func NewWorker(ctx context.Context, nc *nats.Conn, opts ...Option) (*Worker, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
@@ -299,23 +306,21 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Nak() // the worker is stopping: let another one have it
 		return
 	}
+	var replied bool
 	if err != nil {
 		w.stats.failed.Add(1)
-		w.replyErr(msg, info, toWire(hctx, err))
-		_ = msg.Ack()
-		return
+		replied = w.replyErr(msg, info, toWire(hctx, err))
+	} else {
+		w.stats.succeeded.Add(1)
+		replied = w.replyOK(msg, info, out)
 	}
-	w.stats.succeeded.Add(1)
-	r := w.replyMsg(msg, info, "ok", out)
-	if size, limit := msgSize(r), w.nc.MaxPayload(); size > limit {
-		w.replyErr(msg, info, wireError{Code: CodeTooLarge, Message: fmt.Sprintf(
-			"fanoutnats: result of key %q makes a %d-byte reply, over the server's max_payload of %d bytes",
-			info.Key, size, limit)})
+	if replied {
 		_ = msg.Ack()
-		return
+	} else {
+		// The client heard nothing: let the task run again rather than
+		// leave its key waiting for a reply that will never come.
+		_ = msg.Nak()
 	}
-	_ = w.nc.PublishMsg(r)
-	_ = msg.Ack()
 }
 
 // start records a running attempt, unless its batch or itself was
@@ -401,16 +406,70 @@ func (w *Worker) replyMsg(msg jetstream.Msg, info TaskInfo, status string, data 
 	return r
 }
 
-func (w *Worker) replyErr(msg jetstream.Msg, info TaskInfo, e wireError) {
+// replyOK sends a handler's result or, if that cannot be published, an
+// error reply saying why. It reports whether either reply was published.
+func (w *Worker) replyOK(msg jetstream.Msg, info TaskInfo, out []byte) bool {
 	if msg.Headers().Get(hdrReply) == "" {
-		return
+		return true // nobody to tell
 	}
+	r := w.replyMsg(msg, info, "ok", out)
+	size, limit := msgSize(r), w.nc.MaxPayload()
+	var err error
+	if size <= limit {
+		if err = w.nc.PublishMsg(r); err == nil {
+			return true
+		}
+		w.stats.replyFailures.Add(1)
+	}
+	if size > limit || errors.Is(err, nats.ErrMaxPayload) {
+		return w.replyErr(msg, info, wireError{Code: CodeTooLarge, Message: fmt.Sprintf(
+			"fanoutnats: result of key %q makes a %d-byte reply, over the server's max_payload of %d bytes",
+			info.Key, size, limit)})
+	}
+	return w.replyErr(msg, info, wireError{Code: CodeError, Message: fmt.Sprintf(
+		"fanoutnats: worker %s could not publish the result of key %q: %v", w.name, info.Key, err)})
+}
+
+// replyErr sends e as an error reply, cut down to fit the server's
+// max_payload, and reports whether it was published.
+func (w *Worker) replyErr(msg jetstream.Msg, info TaskInfo, e wireError) bool {
+	if msg.Headers().Get(hdrReply) == "" {
+		return true // nobody to tell
+	}
+	r := w.replyMsg(msg, info, "error", nil)
+	r.Data = fitWireError(e, int(w.nc.MaxPayload()-msgSize(r)))
+	if err := w.nc.PublishMsg(r); err != nil {
+		w.stats.replyFailures.Add(1)
+		return false
+	}
+	return true
+}
+
+// fitWireError encodes e in at most room bytes if it can: it drops the
+// stack first, then cuts the message (on a character boundary) and says
+// how much it cut.
+func fitWireError(e wireError, room int) []byte {
 	data, _ := json.Marshal(e)
-	if len(data) > 64<<10 { // a huge stack or message must not make the reply too large
-		e.Stack, e.Message = "", e.Message[:min(len(e.Message), 32<<10)]
-		data, _ = json.Marshal(e)
+	if len(data) <= room {
+		return data
 	}
-	_ = w.nc.PublishMsg(w.replyMsg(msg, info, "error", data))
+	e.Stack = ""
+	if data, _ = json.Marshal(e); len(data) <= room {
+		return data
+	}
+	full := e.Message
+	cut := func(n int) []byte {
+		for n > 0 && !utf8.RuneStart(full[n]) {
+			n--
+		}
+		e.Message = full[:n] + fmt.Sprintf(" [%d more bytes cut to fit max_payload]", len(full)-n)
+		data, _ := json.Marshal(e)
+		return data
+	}
+	// The longest prefix that fits: escaping makes the size grow with n,
+	// not in proportion to it.
+	n := sort.Search(len(full), func(n int) bool { return len(cut(n+1)) > room })
+	return cut(n)
 }
 
 // WorkerStats counts what a worker has done.
@@ -421,10 +480,15 @@ type WorkerStats struct {
 	Redelivered int64 // handlers started on a redelivered task
 	Expired     int64 // tasks whose deadline passed while queued: not started
 	Cancelled   int64 // tasks cancelled by their client, running or not yet
+	// ReplyFailures counts replies the connection refused to publish
+	// (closed, or over max_payload after all). A result that cannot be
+	// sent is replaced by an error reply saying why; a task none of whose
+	// replies could be sent is handed back to the queue to run again.
+	ReplyFailures int64
 }
 
 type workerStats struct {
-	started, succeeded, failed, redelivered, expired, cancelled atomic.Int64
+	started, succeeded, failed, redelivered, expired, cancelled, replyFailures atomic.Int64
 }
 
 // Stats returns the worker's counters so far.
@@ -433,5 +497,6 @@ func (w *Worker) Stats() WorkerStats {
 	return WorkerStats{
 		Started: s.started.Load(), Succeeded: s.succeeded.Load(), Failed: s.failed.Load(),
 		Redelivered: s.redelivered.Load(), Expired: s.expired.Load(), Cancelled: s.cancelled.Load(),
+		ReplyFailures: s.replyFailures.Load(),
 	}
 }

@@ -10,7 +10,7 @@
 //
 //	go run ./examples/distributed
 //	go run ./examples/distributed -nats nats://a:4222,nats://b:4222,nats://c:4222 -replicas 3
-//	go run ./examples/distributed -worker -nats nats://a:4222   # a worker on another machine
+//	go run ./examples/distributed -worker -nats nats://a:4222 -replicas 3 -name w9   # a worker on another machine
 //
 // It lives in the nats module, not in the repository's examples module, so
 // that the other examples do not pull in the NATS client and server.
@@ -27,6 +27,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,43 +64,73 @@ const ackWait = time.Second // short, so a killed worker's tasks move quickly
 
 func main() {
 	log.SetFlags(0)
-	var (
-		url      = flag.String("nats", "", "NATS server URLs, comma-separated (default: start an embedded server)")
-		worker   = flag.Bool("worker", false, "run as a worker process")
-		name     = flag.String("name", "", "worker name")
-		workers  = flag.Int("workers", 3, "worker processes to start (0: use workers started elsewhere)")
-		tasks    = flag.Int("tasks", 40, "materials to score (at most 44)")
-		kill     = flag.Bool("kill", true, "kill one worker process mid-run")
-		replicas = flag.Int("replicas", 1, "stream replicas (3 on a three-node cluster)")
-	)
-	flag.Parse()
-	opts := []fanoutnats.Option{fanoutnats.WithAckWait(ackWait), fanoutnats.WithReplicas(*replicas)}
-	var err error
-	if *worker {
-		err = serve(*url, *name, opts)
-	} else {
-		err = coordinate(*url, *workers, min(*tasks, len(materials)), *kill, opts)
+	s, _ := parseFlags(os.Args[1:], flag.ExitOnError)
+	if s.worker {
+		if err := serve(s); err != nil {
+			log.Fatal(err)
+		}
+		return
 	}
+	rep, err := coordinate(s)
+	rep.print()
 	if err != nil {
 		log.Fatal(err)
 	}
 }
 
+// settings are what the command line asks for.
+type settings struct {
+	url      string
+	worker   bool
+	name     string
+	workers  int
+	tasks    int
+	kill     bool
+	replicas int
+}
+
+func parseFlags(args []string, onError flag.ErrorHandling) (settings, error) {
+	var s settings
+	fs := flag.NewFlagSet("distributed", onError)
+	fs.StringVar(&s.url, "nats", "", "NATS server URLs, comma-separated (default: start an embedded server)")
+	fs.BoolVar(&s.worker, "worker", false, "run as a worker process")
+	fs.StringVar(&s.name, "name", "", "worker name")
+	fs.IntVar(&s.workers, "workers", 3, "worker processes to start (0: use workers started elsewhere)")
+	fs.IntVar(&s.tasks, "tasks", 40, "materials to score (at most 44)")
+	fs.BoolVar(&s.kill, "kill", true, "kill one worker process mid-run")
+	fs.IntVar(&s.replicas, "replicas", 1, "stream and consumer replicas (3 on a three-node cluster)")
+	err := fs.Parse(args)
+	return s, err
+}
+
+// options are the fanoutnats options of the coordinator and the workers
+// alike.
+func (s settings) options() []fanoutnats.Option {
+	return []fanoutnats.Option{fanoutnats.WithAckWait(ackWait), fanoutnats.WithReplicas(s.replicas)}
+}
+
+// workerArgs is the command line of a worker process started by this one:
+// the server, its name, and every setting that shapes the stream and the
+// consumer, so that whichever process creates them creates them alike.
+func (s settings) workerArgs(url, name string) []string {
+	return []string{"-worker", "-nats", url, "-name", name, "-replicas", strconv.Itoa(s.replicas)}
+}
+
 // serve is a worker process: it scores materials until interrupted.
-func serve(url, name string, opts []fanoutnats.Option) error {
+func serve(s settings) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	nc, err := fanoutnats.Connect(strings.Split(url, ","), nats.Name(name))
+	nc, err := fanoutnats.Connect(strings.Split(s.url, ","), nats.Name(s.name))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	w, err := fanoutnats.NewWorker(ctx, nc, append(opts, fanoutnats.WithName(name), fanoutnats.WithConcurrency(2))...)
+	w, err := fanoutnats.NewWorker(ctx, nc, append(s.options(), fanoutnats.WithName(s.name), fanoutnats.WithConcurrency(2))...)
 	if err != nil {
 		return err
 	}
 	fanoutnats.Handle(w, "score", score)
-	if err := nc.Publish("demo.ready", []byte(name)); err != nil {
+	if err := nc.Publish("demo.ready", []byte(s.name)); err != nil {
 		return err
 	}
 	return w.Serve(ctx)
@@ -128,19 +159,28 @@ func score(ctx context.Context, q Query) (Score, error) {
 
 func abs(f float64) float64 { return max(f, -f) }
 
-// coordinate starts the server and workers if needed, runs the fan-out and
-// prints the results.
-func coordinate(url string, nworkers, ntasks int, kill bool, opts []fanoutnats.Option) error {
+// report is what one coordinated run did.
+type report struct {
+	results *fanout.Results[Score] // nil if the run did not start
+	elapsed time.Duration
+	workers int
+	killed  string // the worker killed mid-run, "" if none
+	stats   fanoutnats.Stats
+}
+
+// coordinate starts the server and workers if needed and runs the fan-out.
+func coordinate(s settings) (report, error) {
 	ctx := context.Background()
+	url, ntasks, kill := s.url, min(s.tasks, len(materials)), s.kill
 	if url == "" {
 		dir, err := os.MkdirTemp("", "fanout-distributed-")
 		if err != nil {
-			return err
+			return report{}, err
 		}
 		defer os.RemoveAll(dir)
 		srv, err := embedded.Start(dir)
 		if err != nil {
-			return err
+			return report{}, err
 		}
 		defer srv.Close()
 		url = srv.URL()
@@ -148,19 +188,19 @@ func coordinate(url string, nworkers, ntasks int, kill bool, opts []fanoutnats.O
 	}
 	nc, err := fanoutnats.Connect(strings.Split(url, ","), nats.Name("coordinator"))
 	if err != nil {
-		return err
+		return report{}, err
 	}
 	defer nc.Close()
-	client, err := fanoutnats.NewClient(ctx, nc, opts...)
+	client, err := fanoutnats.NewClient(ctx, nc, s.options()...)
 	if err != nil {
-		return err
+		return report{}, err
 	}
 	defer client.Close()
 
-	procs, err := startWorkers(nc, url, nworkers)
+	procs, err := startWorkers(nc, s, url)
 	defer stopWorkers(procs)
 	if err != nil {
-		return err
+		return report{}, err
 	}
 
 	b := client.Batch()
@@ -186,18 +226,23 @@ func coordinate(url string, nworkers, ntasks int, kill bool, opts []fanoutnats.O
 		fanout.WithTaskTimeout(20*time.Second),
 		fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 2}),
 		fanout.WithObserver(observer))
-	elapsed := time.Since(start)
+	return report{results: rs, elapsed: time.Since(start), workers: len(procs), killed: killed, stats: client.Stats()}, err
+}
 
-	printResults(rs)
-	st := client.Stats()
-	fmt.Printf("\n%d/%d keys succeeded in %v with %d worker processes", rs.Succeeded(), rs.Len(),
-		elapsed.Round(time.Millisecond), len(procs))
-	if killed != "" {
-		fmt.Printf("; killed %s mid-run", killed)
+// print shows every key's result and the client's counters.
+func (r report) print() {
+	if r.results == nil {
+		return
+	}
+	printResults(r.results)
+	st := r.stats
+	fmt.Printf("\n%d/%d keys succeeded in %v with %d worker processes", r.results.Succeeded(), r.results.Len(),
+		r.elapsed.Round(time.Millisecond), r.workers)
+	if r.killed != "" {
+		fmt.Printf("; killed %s mid-run", r.killed)
 	}
 	fmt.Printf("\nreplies %d, from redeliveries %d, duplicates dropped %d, late %d, max-deliveries %d\n",
 		st.Replies, st.Redelivered, st.Duplicates, st.Late, st.MaxDelivers)
-	return err
 }
 
 func printResults(rs *fanout.Results[Score]) {
@@ -231,9 +276,10 @@ type proc struct {
 	cmd  *exec.Cmd
 }
 
-// startWorkers re-executes this binary n times with -worker and waits until
-// each has announced itself on demo.ready.
-func startWorkers(nc *nats.Conn, url string, n int) ([]proc, error) {
+// startWorkers re-executes this binary s.workers times as a worker of the
+// server at url, and waits until each has announced itself on demo.ready.
+func startWorkers(nc *nats.Conn, s settings, url string) ([]proc, error) {
+	n := s.workers
 	ready, err := nc.SubscribeSync("demo.ready")
 	if err != nil {
 		return nil, err
@@ -242,7 +288,7 @@ func startWorkers(nc *nats.Conn, url string, n int) ([]proc, error) {
 	var procs []proc
 	for i := range n {
 		name := fmt.Sprintf("worker-%d", i+1)
-		cmd := exec.Command(os.Args[0], "-worker", "-nats", url, "-name", name)
+		cmd := exec.Command(os.Args[0], s.workerArgs(url, name)...)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Start(); err != nil {
 			return procs, err
