@@ -49,6 +49,7 @@ type Worker struct {
 	handlers  map[string]handlerFunc
 	running   map[*runningTask]struct{} // deliveries being handled
 	cancelled recentSet                 // batch and attempt ids cancelled
+	handBack  []jetstream.Msg           // stopped by Serve's end, nak'ed once no slot pulls
 
 	stats workerStats
 }
@@ -188,6 +189,7 @@ func (w *Worker) Serve(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
+	w.handBackTasks()
 	select {
 	case err := <-errs:
 		return err
@@ -303,7 +305,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	case ctx.Err() != nil && err != nil:
-		_ = msg.Nak() // the worker is stopping: let another one have it
+		// The worker is stopping: let another one have it, once this
+		// worker's pull requests are gone (see handBackTasks).
+		w.mu.Lock()
+		w.handBack = append(w.handBack, msg)
+		w.mu.Unlock()
 		return
 	}
 	var replied bool
@@ -322,6 +328,29 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Nak()
 	}
 }
+
+// handBackTasks naks the tasks that Serve's end stopped, after every slot
+// has returned from its pull request, so that another worker runs them at
+// once rather than after AckWait. The nak asks for a short delay: a
+// slot's request ends with an unsubscribe that the client library sends
+// a moment after the slot returns, and until the server has read it, a
+// task redelivered at once could go to that request, where nobody reads
+// it, and wait out AckWait all the same.
+func (w *Worker) handBackTasks() {
+	w.mu.Lock()
+	msgs := w.handBack
+	w.handBack = nil
+	w.mu.Unlock()
+	for _, msg := range msgs {
+		_ = msg.NakWithDelay(handBackDelay)
+	}
+	if len(msgs) > 0 {
+		_ = w.nc.Flush()
+	}
+}
+
+// handBackDelay is how long a handed-back task waits before redelivery.
+const handBackDelay = 50 * time.Millisecond
 
 // start records a running attempt, unless its batch or itself was
 // cancelled already.
