@@ -166,24 +166,27 @@ func TestBadInput(t *testing.T) {
 
 func TestLimit(t *testing.T) {
 	for _, limit := range []int{1, 3, 8} {
-		t.Run(fmt.Sprintf("never more than %d in flight", limit), func(t *testing.T) {
-			var inFlight, peak atomic.Int32
-			tasks := make([]fanout.Task[int], 50)
-			for i := range tasks {
-				tasks[i] = fanout.Task[int]{Key: strconv.Itoa(i), Do: func(context.Context) (int, error) {
-					n := inFlight.Add(1)
-					defer inFlight.Add(-1)
-					for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-					}
-					time.Sleep(100 * time.Microsecond) // let others pile up if the limit leaks
-					return i, nil
-				}}
-			}
-			rs, err := fanout.Run(context.Background(), tasks, fanout.WithLimit(limit))
-			require.NoError(t, err)
-			assert.Equal(t, 50, rs.Len())
-			assert.LessOrEqual(t, peak.Load(), int32(limit))
-			assert.Positive(t, peak.Load())
+		t.Run(fmt.Sprintf("exactly %d in flight", limit), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var inFlight, peak atomic.Int32
+				tasks := make([]fanout.Task[int], 48)
+				for i := range tasks {
+					tasks[i] = fanout.Task[int]{Key: strconv.Itoa(i), Do: func(context.Context) (int, error) {
+						n := inFlight.Add(1)
+						defer inFlight.Add(-1)
+						for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+						}
+						time.Sleep(time.Millisecond) // others pile up here if the limit leaks
+						return i, nil
+					}}
+				}
+				start := time.Now()
+				rs, err := fanout.Run(context.Background(), tasks, fanout.WithLimit(limit))
+				require.NoError(t, err)
+				assert.Equal(t, 48, rs.Len())
+				assert.Equal(t, int32(limit), peak.Load())
+				assert.Equal(t, time.Duration(48/limit)*time.Millisecond, time.Since(start), "the limit kept busy")
+			})
 		})
 	}
 }
@@ -490,32 +493,36 @@ func TestMap(t *testing.T) {
 
 func TestSemaphore(t *testing.T) {
 	t.Run("caps in-flight tasks across runs", func(t *testing.T) {
-		sem := fanout.NewSemaphore(3)
-		var inFlight, peak atomic.Int32
-		task := func(i int) fanout.Task[int] {
-			return fanout.Task[int]{Key: strconv.Itoa(i), Do: func(context.Context) (int, error) {
-				n := inFlight.Add(1)
-				defer inFlight.Add(-1)
-				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-				}
-				time.Sleep(50 * time.Microsecond)
-				return i, nil
-			}}
-		}
-		var wg sync.WaitGroup
-		for range 4 {
-			wg.Go(func() {
-				tasks := make([]fanout.Task[int], 30)
-				for i := range tasks {
-					tasks[i] = task(i)
-				}
-				_, err := fanout.Run(context.Background(), tasks, fanout.WithSemaphore(sem))
-				assert.NoError(t, err)
-			})
-		}
-		wg.Wait()
-		assert.LessOrEqual(t, peak.Load(), int32(3))
-		assert.Zero(t, sem.InUse())
+		synctest.Test(t, func(t *testing.T) {
+			sem := fanout.NewSemaphore(3)
+			var inFlight, peak atomic.Int32
+			task := func(i int) fanout.Task[int] {
+				return fanout.Task[int]{Key: strconv.Itoa(i), Do: func(context.Context) (int, error) {
+					n := inFlight.Add(1)
+					defer inFlight.Add(-1)
+					for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+					}
+					time.Sleep(time.Millisecond)
+					return i, nil
+				}}
+			}
+			start := time.Now()
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Go(func() {
+					tasks := make([]fanout.Task[int], 30)
+					for i := range tasks {
+						tasks[i] = task(i)
+					}
+					_, err := fanout.Run(context.Background(), tasks, fanout.WithSemaphore(sem))
+					assert.NoError(t, err)
+				})
+			}
+			wg.Wait()
+			assert.Equal(t, int32(3), peak.Load())
+			assert.Equal(t, 40*time.Millisecond, time.Since(start), "120 tasks, 3 at a time")
+			assert.Zero(t, sem.InUse())
+		})
 	})
 	t.Run("a nested run on the same semaphore does not deadlock", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
