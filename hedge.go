@@ -62,13 +62,11 @@ type hedger struct {
 	total   int          // tasks in the run; -1 when lazy
 	started atomic.Int64 // tasks that made a hedgeable attempt, for a lazy run's budget
 	extra   atomic.Int64
-	running atomic.Int64 // attempts in flight, copies aside: latencies not known yet
 
-	mu       sync.Mutex
-	window   *latency.Window // latencies of the attempts that finished
-	sorted   []time.Duration // the window, sorted at the last refresh
-	sortedAt int             // window.Added() at the last refresh
-	changed  chan struct{}   // closed, and replaced, at each refresh
+	mu      sync.Mutex
+	window  *latency.Window // latencies of the attempts that finished
+	running int             // attempts in flight, copies aside: latencies not known yet
+	changed chan struct{}   // closed when the estimate may have changed; nil if nobody waits
 }
 
 const hedgeWindow = 1024
@@ -77,11 +75,30 @@ func newHedger(p HedgePolicy, total int) *hedger {
 	if p.MaxExtra == 0 {
 		p.MaxExtra = 0.1
 	}
-	return &hedger{policy: p, total: total, window: latency.NewWindow(hedgeWindow), changed: make(chan struct{})}
+	return &hedger{policy: p, total: total, window: latency.NewWindow(hedgeWindow)}
 }
 
-// record adds the latency of an attempt that finished by itself, with a
-// value or an error, or at its deadline.
+// begin counts an attempt that starts.
+func (h *hedger) begin() {
+	h.mu.Lock()
+	h.running++
+	h.mu.Unlock()
+}
+
+// end counts an attempt that ended after d, and adds d to the sample if it
+// is the attempt's latency: if the attempt ended by itself, with a value
+// or an error, or at its deadline, and was not cancelled.
+func (h *hedger) end(d time.Duration, measured bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.running--
+	if measured && h.policy.Quantile > 0 {
+		h.window.Add(d)
+	}
+	h.wake()
+}
+
+// record adds the latency of a hedged copy that ended by itself.
 func (h *hedger) record(d time.Duration) {
 	if h.policy.Quantile == 0 {
 		return
@@ -89,14 +106,13 @@ func (h *hedger) record(d time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.window.Add(d)
-	n := h.window.Added()
-	// Sorting the window on every sample would cost more than the calls
-	// it hedges; refresh it every sample early on, then every 32.
-	if n >= HedgeMinSamples && (n < 64 || n-h.sortedAt >= 32) {
-		h.sorted = h.window.Sorted()
-		h.sortedAt = n
+	h.wake()
+}
+
+func (h *hedger) wake() {
+	if h.changed != nil {
 		close(h.changed)
-		h.changed = make(chan struct{})
+		h.changed = nil
 	}
 }
 
@@ -112,17 +128,19 @@ func (h *hedger) record(d time.Duration) {
 func (h *hedger) delay() (d time.Duration, ok bool, changed <-chan struct{}) {
 	if q := h.policy.Quantile; q > 0 {
 		h.mu.Lock()
-		sorted, n, changed := h.sorted, h.sortedAt, h.changed
-		h.mu.Unlock()
-		if n >= HedgeMinSamples {
+		defer h.mu.Unlock()
+		if n := h.window.Added(); n >= HedgeMinSamples {
 			// The q-quantile of the finished and the running attempts
 			// together is this quantile of the finished ones alone.
-			if qq := q * float64(n+int(h.running.Load())) / float64(n); qq <= 1 {
-				return latency.Quantile(sorted, qq), true, nil
+			if qq := q * float64(n+h.running) / float64(n); qq <= 1 {
+				return h.window.Quantile(qq), true, nil
 			}
 		}
 		if h.policy.Delay == 0 {
-			return 0, false, changed
+			if h.changed == nil {
+				h.changed = make(chan struct{})
+			}
+			return 0, false, h.changed
 		}
 	}
 	return h.policy.Delay, h.policy.Delay > 0, nil
@@ -163,10 +181,15 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *R
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	done := make(chan outcome, 2)
-	h.running.Add(1)
+	// ended is set before the attempt's end can wake this loop, so that
+	// an attempt that has ended is not hedged on its way out.
+	var ended atomic.Bool
+	h.begin()
 	go func() {
+		start := monotime()
 		v, err := r.try(hctx, t, info, nil)
-		h.running.Add(-1)
+		ended.Store(true)
+		h.end(monotime()-start, hctx.Err() == nil) // not cancelled: hedge lost or run stopped
 		done <- outcome{v: v, err: err}
 	}()
 	running := 1
@@ -214,7 +237,7 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *R
 			armOrWait()
 		case <-fire:
 			fire = nil
-			if hctx.Err() != nil || !h.take() {
+			if hctx.Err() != nil || ended.Load() || !h.take() {
 				continue
 			}
 			res.Attempts++

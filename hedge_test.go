@@ -206,35 +206,47 @@ func TestHedge(t *testing.T) {
 		})
 	})
 	t.Run("a p95 hedge in a fan-out hedges only the last 5% of attempts", func(t *testing.T) {
-		synctest.Test(t, func(t *testing.T) {
-			// 100 calls start together: 99 take 10.0, 10.1, ... 19.8 ms,
-			// one would take an hour; every copy takes 10 ms.
-			var cancelled atomic.Int32
-			var mu sync.Mutex
-			var after []time.Duration
-			tasks := make([]fanout.Task[string], 100)
-			for i := range tasks {
-				d := 10*time.Millisecond + time.Duration(i)*100*time.Microsecond
-				if i == 99 {
-					d = time.Hour
-				}
-				tasks[i] = replica(fmt.Sprint(i), &cancelled, d, 10*time.Millisecond)
-			}
-			rs, err := fanout.Run(context.Background(), tasks,
-				fanout.WithHedge(fanout.HedgePolicy{Quantile: 0.95}),
-				fanout.WithObserver(&fanout.Observer{Hedge: func(_ context.Context, h fanout.HedgeInfo) {
-					mu.Lock()
-					after = append(after, h.After)
-					mu.Unlock()
-				}}))
-			require.NoError(t, err)
-			// The p95 is known when the 95th call ends, at 19.4 ms; the
-			// five still running then are hedged at once, no others.
-			assert.Equal(t, slices.Repeat([]time.Duration{19400 * time.Microsecond}, 5), after)
-			slow, _ := rs.Get("99")
-			assert.Equal(t, 1, slow.Hedges)
-			assert.Equal(t, 29400*time.Microsecond, slow.Elapsed, "hedged at 19.4 ms, the copy took 10 ms")
-		})
+		for _, tt := range []struct {
+			n, hedges int
+			at        time.Duration // when the p95 is known: the end of the ⌈0.95·n⌉th call
+		}{
+			{n: 90, hedges: 4, at: 18500 * time.Microsecond},
+			{n: 100, hedges: 5, at: 19400 * time.Microsecond},
+			{n: 200, hedges: 10, at: 28900 * time.Microsecond},
+		} {
+			t.Run(fmt.Sprint(tt.n, " calls"), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					// n calls start together: the first n-1 take 10.0,
+					// 10.1, 10.2 ... ms, the last would take an hour; every
+					// copy takes 10 ms.
+					var cancelled atomic.Int32
+					var mu sync.Mutex
+					var after []time.Duration
+					tasks := make([]fanout.Task[string], tt.n)
+					for i := range tasks {
+						d := 10*time.Millisecond + time.Duration(i)*100*time.Microsecond
+						if i == tt.n-1 {
+							d = time.Hour
+						}
+						tasks[i] = replica(fmt.Sprint(i), &cancelled, d, 10*time.Millisecond)
+					}
+					rs, err := fanout.Run(context.Background(), tasks,
+						fanout.WithHedge(fanout.HedgePolicy{Quantile: 0.95}),
+						fanout.WithObserver(&fanout.Observer{Hedge: func(_ context.Context, h fanout.HedgeInfo) {
+							mu.Lock()
+							after = append(after, h.After)
+							mu.Unlock()
+						}}))
+					require.NoError(t, err)
+					// The calls still running when the p95 is known are
+					// hedged at once, and no others.
+					assert.Equal(t, slices.Repeat([]time.Duration{tt.at}, tt.hedges), after)
+					slow, _ := rs.Get(fmt.Sprint(tt.n - 1))
+					assert.Equal(t, 1, slow.Hedges)
+					assert.Equal(t, tt.at+10*time.Millisecond, slow.Elapsed, "hedged at the p95, the copy took 10 ms")
+				})
+			})
+		}
 	})
 	t.Run("a hedged copy also honours the per-task timeout", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {

@@ -232,9 +232,10 @@ func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo, dl *deadl
 	v, err := call(actx, t)
 	if timed {
 		info.Elapsed, info.Err = monotime()-start, err
-		if r.hedger != nil && (actx.Err() == nil || errors.Is(context.Cause(actx), ErrTaskTimeout)) {
-			// It finished by itself or at its deadline; one that was
-			// cancelled tells nothing of how long it would have taken.
+		if info.Hedge && (actx.Err() == nil || errors.Is(context.Cause(actx), ErrTaskTimeout)) {
+			// A copy that ended by itself or at its deadline; one that
+			// was cancelled tells nothing of how long it would have
+			// taken. (The hedger times the attempts it copies itself.)
 			r.hedger.record(info.Elapsed)
 		}
 		r.obs.attemptDone(ctx, info)

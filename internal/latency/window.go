@@ -7,12 +7,14 @@ import (
 	"time"
 )
 
-// Window holds the most recent latencies, up to a fixed size. It is not
-// safe for concurrent use.
+// Window holds the most recent latencies, up to a fixed size, and keeps
+// them sorted as they come, so a quantile is always one index away. It is
+// not safe for concurrent use.
 type Window struct {
-	samples []time.Duration // a ring once full
-	size    int
-	added   int
+	ring   []time.Duration // in arrival order, overwritten once full
+	sorted []time.Duration // the same latencies, ascending
+	size   int
+	added  int
 }
 
 // NewWindow returns a Window that keeps the last size latencies. It panics
@@ -25,34 +27,34 @@ func NewWindow(size int) *Window {
 }
 
 // Add records a latency, forgetting the oldest once the window is full.
+// It costs a binary search and a copy of up to size durations.
 func (w *Window) Add(d time.Duration) {
-	if len(w.samples) < w.size {
-		w.samples = append(w.samples, d)
+	if len(w.ring) < w.size {
+		w.ring = append(w.ring, d)
 	} else {
-		w.samples[w.added%w.size] = d
+		slot := w.added % w.size
+		i, _ := slices.BinarySearch(w.sorted, w.ring[slot])
+		w.sorted = slices.Delete(w.sorted, i, i+1)
+		w.ring[slot] = d
 	}
+	i, _ := slices.BinarySearch(w.sorted, d)
+	w.sorted = slices.Insert(w.sorted, i, d)
 	w.added++
 }
 
 // Added returns how many latencies were ever added.
 func (w *Window) Added() int { return w.added }
 
-// Sorted returns the latencies in the window in ascending order, in a
-// new slice: O(n log n), for callers to refresh now and then, not on every
-// Add.
-func (w *Window) Sorted() []time.Duration {
-	sorted := slices.Clone(w.samples)
-	slices.Sort(sorted)
-	return sorted
-}
+// Len returns how many latencies the window holds.
+func (w *Window) Len() int { return len(w.sorted) }
 
-// Quantile returns the q-quantile (0 ≤ q ≤ 1) of sorted latencies: the
-// sample at rank ⌊q·(n-1)⌋, so it is always one that was observed. It
-// returns 0 when sorted is empty.
-func Quantile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
+// Quantile returns the q-quantile (0 ≤ q ≤ 1) of the latencies in the
+// window: the one at rank ⌊q·(n-1)⌋ in ascending order, so it is always
+// one that was observed. It returns 0 for an empty window.
+func (w *Window) Quantile(q float64) time.Duration {
+	if len(w.sorted) == 0 {
 		return 0
 	}
 	q = min(max(q, 0), 1)
-	return sorted[int(q*float64(len(sorted)-1))]
+	return w.sorted[int(q*float64(len(w.sorted)-1))]
 }
