@@ -315,3 +315,22 @@ func BenchmarkResults(b *testing.B) {
 		perTask(b, len(tasks))
 	})
 }
+
+// BenchmarkMap is Run's homogeneous form, which builds the tasks and
+// their keys on every call.
+func BenchmarkMap(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
+			inputs := make([]int, n)
+			ctx := context.Background()
+			double := func(_ context.Context, i int) (int, error) { return 2 * i, nil }
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := fanout.Map(ctx, inputs, double, fanout.WithLimit(benchLimit)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			perTask(b, n)
+		})
+	}
+}
