@@ -15,6 +15,7 @@ import (
 
 	"github.com/gofanout/fanout"
 	"github.com/gofanout/fanout/examples/internal/claude"
+	"github.com/gofanout/fanout/examples/material/advisor"
 )
 
 // criteriaOf is what each specialist weighs, as the seed workflow frames it.
@@ -27,7 +28,7 @@ var criteriaOf = map[string]string{
 	"wood":      "availability, machinability, aesthetics, moisture sensitivity",
 }
 
-// Claude is an Analyst and a Judge backed by the Anthropic Messages API,
+// Claude is an [advisor.Analyst] and an [advisor.Judge] backed by the Anthropic Messages API,
 // through the official Go SDK. The SDK's own retries are off: the
 // fan-out retries, honouring Retry-After.
 type Claude struct {
@@ -58,8 +59,8 @@ func (c *Claude) WithImage(path string) error {
 	return nil
 }
 
-// Analyze implements Analyst.
-func (c *Claude) Analyze(ctx context.Context, p Part, fam string) (Analysis, error) {
+// Analyze implements [advisor.Analyst].
+func (c *Claude) Analyze(ctx context.Context, p advisor.Part, fam string) (advisor.Analysis, error) {
 	spec, _ := json.Marshal(p)
 	system := fmt.Sprintf("You are a materials engineer who specialises in %s materials. "+
 		"Evaluate the part for %s: %s. Answer with one JSON object and nothing else: "+
@@ -71,18 +72,19 @@ func (c *Claude) Analyze(ctx context.Context, p Part, fam string) (Analysis, err
 	}
 	text, err := c.ask(ctx, system, content, 600)
 	if err != nil {
-		return Analysis{}, err
+		return advisor.Analysis{}, err
 	}
-	var a Analysis
+	var a advisor.Analysis
 	if err := decodeJSON(text, &a); err != nil {
-		return Analysis{}, fmt.Errorf("material: %s analyst: %w", fam, err)
+		return advisor.Analysis{}, fmt.Errorf("material: %s analyst: %w", fam, err)
 	}
 	a.Family = fam
 	return a, nil
 }
 
-// Judge implements Judge: Claude reads every analysis and picks one.
-func (c *Claude) Judge(ctx context.Context, p Part, results []fanout.Result[Analysis]) (Verdict, error) {
+// Judge implements [advisor.Judge]: Claude reads every analysis and picks
+// one.
+func (c *Claude) Judge(ctx context.Context, p advisor.Part, results []fanout.Result[advisor.Analysis]) (advisor.Verdict, error) {
 	var b strings.Builder
 	spec, _ := json.Marshal(p)
 	fmt.Fprintf(&b, "Part specification:\n%s\n\nSpecialist analyses:\n", spec)
@@ -99,11 +101,11 @@ func (c *Claude) Judge(ctx context.Context, p Part, results []fanout.Result[Anal
 		`{"material": "family", "confidence": 0-1, "rationale": "two or three sentences"}`
 	text, err := c.ask(ctx, system, []anthropic.ContentBlockParamUnion{anthropic.NewTextBlock(b.String())}, 600)
 	if err != nil {
-		return Verdict{}, err
+		return advisor.Verdict{}, err
 	}
-	var v Verdict
+	var v advisor.Verdict
 	if err := decodeJSON(text, &v); err != nil {
-		return Verdict{}, fmt.Errorf("material: judge: %w", err)
+		return advisor.Verdict{}, fmt.Errorf("material: judge: %w", err)
 	}
 	return v, nil
 }

@@ -21,6 +21,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/gofanout/fanout/examples/material/advisor"
 )
 
 func main() {
@@ -32,7 +34,7 @@ func main() {
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("material", flag.ContinueOnError)
-	partFlag := fs.String("part", "", "sample part ("+strings.Join(samples(), ", ")+") or a JSON spec file; default: every sample")
+	partFlag := fs.String("part", "", "sample part ("+strings.Join(advisor.Samples(), ", ")+") or a JSON spec file; default: every sample")
 	latency := fs.Duration("latency", 150*time.Millisecond, "simulated analyst latency offline (±50% by family)")
 	timeout := fs.Duration("timeout", 60*time.Second, "deadline of each analyst's attempt")
 	model := fs.String("model", envOr("ANTHROPIC_MODEL", "claude-sonnet-4-5"), "Claude model, when ANTHROPIC_API_KEY is set")
@@ -40,7 +42,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	rc := Recommender{Analyst: TableAnalyst{Latency: *latency}, Judge: TableJudge{}, Timeout: *timeout}
+	rc := advisor.Recommender{Analyst: advisor.TableAnalyst{Latency: *latency}, Judge: advisor.TableJudge{}, Timeout: *timeout}
 	mode := fmt.Sprintf("offline: property table, simulated analyst latency %v ±50%%", *latency)
 	if os.Getenv("ANTHROPIC_API_KEY") != "" {
 		c := NewClaude(*model)
@@ -54,13 +56,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	} else if *image != "" {
 		return fmt.Errorf("material: -image needs ANTHROPIC_API_KEY: the offline analysts cannot see")
 	}
-	parts := samples()
+	parts := advisor.Samples()
 	if *partFlag != "" {
 		parts = []string{*partFlag}
 	}
 	fmt.Fprintf(out, "material recommender (%s)\n", mode)
 	for _, name := range parts {
-		p, err := loadPart(name)
+		p, err := advisor.LoadPart(name)
 		if err != nil {
 			return err
 		}
@@ -73,7 +75,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
-func report(out io.Writer, p Part, rec Recommendation) {
+func report(out io.Writer, p advisor.Part, rec advisor.Recommendation) {
 	fmt.Fprintf(out, "\n== %s: %s\n", p.Name, p.Description)
 	for _, r := range rec.Analyses {
 		switch {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/option"
@@ -21,106 +19,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gofanout/fanout"
+	"github.com/gofanout/fanout/examples/material/advisor"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func offline() Recommender {
-	return Recommender{Analyst: TableAnalyst{}, Judge: TableJudge{}, Timeout: time.Second}
-}
-
-func TestSamplePartsGetTheMaterialTheirNeedsCallFor(t *testing.T) {
-	tests := []struct {
-		give string
-		want string
-	}{
-		{"drone-arm", "composite"},
-		{"gate-hinge", "metal"},
-		{"kiln-support", "ceramic"},
-		{"door-seal", "elastomer"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.give, func(t *testing.T) {
-			p, err := loadPart(tt.give)
-			require.NoError(t, err)
-			rec, err := offline().Recommend(context.Background(), p)
-			require.NoError(t, err)
-			assert.Equal(t, tt.want, rec.Material)
-			assert.Greater(t, rec.Confidence, 0.5)
-			assert.LessOrEqual(t, rec.Confidence, 1.0)
-			assert.Len(t, rec.Analyses, len(Families))
-		})
-	}
-}
-
-func TestRuledOutFamiliesSayWhy(t *testing.T) {
-	p, err := loadPart("gate-hinge")
-	require.NoError(t, err)
-	rec, err := offline().Recommend(context.Background(), p)
-	require.NoError(t, err)
-	byFamily := map[string]Analysis{}
-	for _, r := range rec.Analyses {
-		byFamily[r.Key] = r.Value
-	}
-	assert.Equal(t, []string{"costs $40.0/kg, over the $10.0/kg allowed"}, byFamily["composite"].Disqualified)
-	assert.Contains(t, byFamily["ceramic"].Disqualified, "brittle under impact loads")
-	assert.Zero(t, byFamily["wood"].Suitability)
-	assert.Contains(t, rec.Rationale, "5 of 6 families ruled out")
-}
-
-// flaky fails one family and leaves another hanging past its deadline.
-type flaky struct{ TableAnalyst }
-
-func (f flaky) Analyze(ctx context.Context, p Part, fam string) (Analysis, error) {
-	switch fam {
-	case "metal":
-		return Analysis{}, errors.New("analyst unavailable")
-	case "wood":
-		<-ctx.Done()
-		return Analysis{}, ctx.Err()
-	}
-	return f.TableAnalyst.Analyze(ctx, p, fam)
-}
-
-func TestAFailedAnalystLosesNoOtherFamily(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		p, err := loadPart("drone-arm")
-		require.NoError(t, err)
-		rc := Recommender{Analyst: flaky{TableAnalyst{Latency: 100 * time.Millisecond}}, Judge: TableJudge{}, Timeout: 2 * time.Second}
-		rec, err := rc.Recommend(context.Background(), p)
-		require.NoError(t, err)
-		assert.Equal(t, "composite", rec.Material)
-		errs := map[string]error{}
-		for _, r := range rec.Analyses {
-			if r.Err != nil {
-				errs[r.Key] = r.Err
-			}
-		}
-		require.Len(t, errs, 2)
-		assert.ErrorContains(t, errs["metal"], "analyst unavailable")
-		assert.ErrorIs(t, errs["wood"], fanout.ErrTaskTimeout)
-		assert.Contains(t, rec.Rationale, "not heard from: metal")
-		// wood timed out twice, at 2s each, with a jittered ~100ms between.
-		assert.GreaterOrEqual(t, rec.FanOut, 4*time.Second)
-		assert.Less(t, rec.FanOut, 4200*time.Millisecond)
-	})
-}
-
-func TestBranchesRunInParallel(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		p, err := loadPart("gate-hinge")
-		require.NoError(t, err)
-		rc := Recommender{Analyst: TableAnalyst{Latency: time.Second}, Judge: TableJudge{}, Timeout: time.Minute}
-		rec, err := rc.Recommend(context.Background(), p)
-		require.NoError(t, err)
-		var slowest time.Duration
-		for _, r := range rec.Analyses {
-			slowest = max(slowest, r.Elapsed)
-		}
-		assert.Equal(t, slowest, rec.FanOut, "the fan-out takes as long as its slowest analyst")
-		assert.Greater(t, rec.Sequential(), 4*rec.FanOut)
-	})
-}
 
 func TestRunPrintsARecommendation(t *testing.T) {
 	t.Setenv("ANTHROPIC_API_KEY", "")
@@ -164,10 +66,11 @@ func messagesAPI(t *testing.T, calls *atomic.Int32) *httptest.Server {
 		} else {
 			var fam string
 			fmt.Sscanf(system, "You are a materials engineer who specialises in %s", &fam)
-			var p Part
+			var p advisor.Part
 			require.NoError(t, json.Unmarshal([]byte(strings.TrimPrefix(user, "Part specification:\n")), &p))
-			f, _ := family(fam)
-			a, _ := json.Marshal(score(p, f))
+			analysis, err := advisor.TableAnalyst{}.Analyze(r.Context(), p, fam)
+			require.NoError(t, err)
+			a, _ := json.Marshal(analysis)
 			answer = "```json\n" + string(a) + "\n```"
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -184,9 +87,9 @@ func TestClaudeThroughTheMessagesAPI(t *testing.T) {
 	srv := messagesAPI(t, &calls)
 	defer srv.Close()
 	c := NewClaude("claude-test", option.WithBaseURL(srv.URL), option.WithAPIKey("test-key"))
-	p, err := loadPart("drone-arm")
+	p, err := advisor.LoadPart("drone-arm")
 	require.NoError(t, err)
-	rc := Recommender{Analyst: c, Judge: c, Timeout: 10 * time.Second}
+	rc := advisor.Recommender{Analyst: c, Judge: c, Timeout: 10 * time.Second}
 	rec, err := rc.Recommend(context.Background(), p)
 	require.NoError(t, err)
 	assert.Equal(t, int32(7), calls.Load(), "six analysts and one judge")
@@ -227,9 +130,9 @@ func TestClaudeRateLimitIsRetriedAsTheServerAsks(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := NewClaude("claude-test", option.WithBaseURL(srv.URL), option.WithAPIKey("test-key"))
-	p, err := loadPart("gate-hinge")
+	p, err := advisor.LoadPart("gate-hinge")
 	require.NoError(t, err)
-	rec, err := Recommender{Analyst: c, Judge: c, Timeout: 10 * time.Second}.Recommend(context.Background(), p)
+	rec, err := advisor.Recommender{Analyst: c, Judge: c, Timeout: 10 * time.Second}.Recommend(context.Background(), p)
 	require.NoError(t, err)
 	attempts := 0
 	for _, r := range rec.Analyses {
@@ -240,7 +143,7 @@ func TestClaudeRateLimitIsRetriedAsTheServerAsks(t *testing.T) {
 }
 
 func TestDecodeJSON(t *testing.T) {
-	var v Verdict
+	var v advisor.Verdict
 	require.NoError(t, decodeJSON("Sure!\n```json\n{\"material\": \"wood\"}\n```", &v))
 	assert.Equal(t, "wood", v.Material)
 	assert.ErrorContains(t, decodeJSON("no idea", &v), "no JSON object")

@@ -1,19 +1,27 @@
-// Command distributed scores candidate materials on worker processes
-// through NATS JetStream, and shows that killing a worker mid-run loses no
-// key.
+// Command distributed runs the material recommender of examples/material
+// on worker processes through NATS JetStream, and shows that killing a
+// worker mid-run loses no key.
 //
-// By default it starts an embedded nats-server, launches -workers copies of
-// itself as worker processes (the same binary with -worker), runs a fan-out
-// of -tasks keyed scoring tasks through them, kills one worker with SIGKILL
-// once a quarter of the keys are done, and still prints a result for every
-// key, with the redelivery and duplicate counts.
+// By default it starts an embedded nats-server and launches -workers
+// copies of itself as worker processes (the same binary with -worker).
+// Each worker serves "analyse": one family's analysis of one part, by the
+// offline table analyst of package advisor with its simulated latency.
+// The coordinator fans out every sample part × the six material families
+// as keyed remote tasks ("drone-arm/composite", ...), kills one worker
+// with SIGKILL once a quarter of the keys are done, and still gets every
+// key back. It then judges each part locally with the table judge and
+// prints, per part, which worker and which delivery served each family,
+// the recommendation, and the redelivery and duplicate counts.
 //
-//	go run ./examples/distributed
-//	go run ./examples/distributed -nats nats://a:4222,nats://b:4222,nats://c:4222 -replicas 3
-//	go run ./examples/distributed -worker -nats nats://a:4222 -replicas 3 -name w9   # a worker on another machine
+//	go run .
+//	go run . -part gate-hinge -workers 4
+//	go run . -nats nats://a:4222,nats://b:4222,nats://c:4222 -replicas 3
+//	go run . -worker -nats nats://a:4222 -replicas 3 -name w9   # a worker on another machine
 //
-// It lives in the nats module, not in the repository's examples module, so
-// that the other examples do not pull in the NATS client and server.
+// It is a module of its own, so that neither the nats module nor the
+// examples module depends on the other: the nats library never pulls in
+// the examples' dependencies, and the other examples never pull in the
+// NATS client and server.
 package main
 
 import (
@@ -21,7 +29,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"hash/fnv"
+	"io"
 	"log"
 	"os"
 	"os/exec"
@@ -29,36 +37,17 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/gofanout/fanout"
+	"github.com/gofanout/fanout/examples/material/advisor"
 	fanoutnats "github.com/gofanout/fanout/nats"
 	"github.com/gofanout/fanout/nats/embedded"
-	"github.com/nats-io/nats.go"
 )
-
-// Query asks for one material's score.
-type Query struct {
-	Formula string `json:"formula"`
-}
-
-// Score is a simulated property prediction for one material.
-type Score struct {
-	Formula   string  `json:"formula"`
-	BandGapEV float64 `json:"band_gap_ev"`
-	Stability float64 `json:"stability"`
-	Score     float64 `json:"score"`
-	Worker    string  `json:"worker"`
-	Delivery  int     `json:"delivery"`
-}
-
-var materials = strings.Fields(`Fe2O3 TiO2 ZnO LiCoO2 LiFePO4 GaN GaAs Si3N4 Al2O3 MgO
-CdTe CuInSe2 SrTiO3 BaTiO3 PbTiO3 MoS2 WS2 WSe2 NiO Co3O4 V2O5 CeO2 ZrO2 HfO2
-In2O3 SnO2 Cu2O Ag2O BiVO4 LaMnO3 CsPbI3 MAPbI3 Ta3N5 BN SiC Ge LiMn2O4 NaCoO2
-Mn3O4 Cr2O3 Nb2O5 Y2O3 Ga2O3 AlN`)
 
 const ackWait = time.Second // short, so a killed worker's tasks move quickly
 
@@ -72,7 +61,7 @@ func main() {
 		return
 	}
 	rep, err := coordinate(s)
-	rep.print()
+	rep.print(os.Stdout)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -84,7 +73,9 @@ type settings struct {
 	worker   bool
 	name     string
 	workers  int
-	tasks    int
+	part     string
+	latency  time.Duration
+	timeout  time.Duration
 	kill     bool
 	replicas int
 }
@@ -96,7 +87,9 @@ func parseFlags(args []string, onError flag.ErrorHandling) (settings, error) {
 	fs.BoolVar(&s.worker, "worker", false, "run as a worker process")
 	fs.StringVar(&s.name, "name", "", "worker name")
 	fs.IntVar(&s.workers, "workers", 3, "worker processes to start (0: use workers started elsewhere)")
-	fs.IntVar(&s.tasks, "tasks", 40, "materials to score (at most 44)")
+	fs.StringVar(&s.part, "part", "", "sample part ("+strings.Join(advisor.Samples(), ", ")+") or a JSON spec file; default: every sample")
+	fs.DurationVar(&s.latency, "latency", 150*time.Millisecond, "simulated analyst latency on the workers (±50% by family)")
+	fs.DurationVar(&s.timeout, "timeout", 20*time.Second, "deadline of each analysis attempt")
 	fs.BoolVar(&s.kill, "kill", true, "kill one worker process mid-run")
 	fs.IntVar(&s.replicas, "replicas", 1, "stream and consumer replicas (3 on a three-node cluster)")
 	err := fs.Parse(args)
@@ -110,13 +103,30 @@ func (s settings) options() []fanoutnats.Option {
 }
 
 // workerArgs is the command line of a worker process started by this one:
-// the server, its name, and every setting that shapes the stream and the
-// consumer, so that whichever process creates them creates them alike.
+// the server, its name, the analysts' latency, and every setting that
+// shapes the stream and the consumer, so that whichever process creates
+// them creates them alike.
 func (s settings) workerArgs(url, name string) []string {
-	return []string{"-worker", "-nats", url, "-name", name, "-replicas", strconv.Itoa(s.replicas)}
+	return []string{"-worker", "-nats", url, "-name", name,
+		"-latency", s.latency.String(), "-replicas", strconv.Itoa(s.replicas)}
 }
 
-// serve is a worker process: it scores materials until interrupted.
+// Query asks a worker for one family's analysis of one part. The whole
+// spec travels, so a worker needs no copy of the part files.
+type Query struct {
+	Part   advisor.Part `json:"part"`
+	Family string       `json:"family"`
+}
+
+// Answer is one family's analysis, with the worker and the delivery that
+// made it.
+type Answer struct {
+	Analysis advisor.Analysis `json:"analysis"`
+	Worker   string           `json:"worker"`
+	Delivery int              `json:"delivery"`
+}
+
+// serve is a worker process: it analyses parts until interrupted.
 func serve(s settings) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -129,49 +139,55 @@ func serve(s settings) error {
 	if err != nil {
 		return err
 	}
-	fanoutnats.Handle(w, "score", score)
+	fanoutnats.Handle(w, "analyse", analyse(advisor.TableAnalyst{Latency: s.latency}))
 	if err := nc.Publish("demo.ready", []byte(s.name)); err != nil {
 		return err
 	}
 	return w.Serve(ctx)
 }
 
-// score pretends to run a property model: 150–450 ms of "compute", and
-// numbers that depend only on the formula.
-func score(ctx context.Context, q Query) (Score, error) {
-	h := fnv.New64a()
-	h.Write([]byte(q.Formula))
-	x := h.Sum64()
-	select {
-	case <-time.After(150*time.Millisecond + time.Duration(x%300)*time.Millisecond):
-	case <-ctx.Done():
-		return Score{}, context.Cause(ctx)
+// analyse is the worker's handler: analyst's analysis of one family for
+// one part, signed with the worker and the delivery that made it.
+func analyse(analyst advisor.Analyst) func(context.Context, Query) (Answer, error) {
+	return func(ctx context.Context, q Query) (Answer, error) {
+		a, err := analyst.Analyze(ctx, q.Part, q.Family)
+		if err != nil {
+			return Answer{}, err
+		}
+		info, _ := fanoutnats.TaskFromContext(ctx)
+		return Answer{Analysis: a, Worker: info.Worker, Delivery: info.Delivery}, nil
 	}
-	info, _ := fanoutnats.TaskFromContext(ctx)
-	gap := float64(x%600) / 100
-	stab := float64(x>>10%100) / 100
-	return Score{
-		Formula: q.Formula, BandGapEV: gap, Stability: stab,
-		Score:  stab * (1 - abs(gap-1.5)/6),
-		Worker: info.Worker, Delivery: info.Delivery,
-	}, nil
 }
 
-func abs(f float64) float64 { return max(f, -f) }
+// partRun is one part's share of the run: its remote answers and the
+// verdict the local judge drew from them.
+type partRun struct {
+	key     string // the part's prefix of its tasks' keys
+	part    advisor.Part
+	answers []fanout.Result[Answer] // one per family, in advisor.Families order
+	verdict advisor.Verdict
+	err     error // the judge's, when no family suits the part
+}
 
 // report is what one coordinated run did.
 type report struct {
-	results *fanout.Results[Score] // nil if the run did not start
+	results *fanout.Results[Answer] // nil if the run did not start
+	parts   []partRun
 	elapsed time.Duration
 	workers int
 	killed  string // the worker killed mid-run, "" if none
 	stats   fanoutnats.Stats
 }
 
-// coordinate starts the server and workers if needed and runs the fan-out.
+// coordinate starts the server and workers if needed, runs the fan-out of
+// every part × family on them, and judges each part.
 func coordinate(s settings) (report, error) {
 	ctx := context.Background()
-	url, ntasks, kill := s.url, min(s.tasks, len(materials)), s.kill
+	parts, err := loadParts(s.part)
+	if err != nil {
+		return report{}, err
+	}
+	url := s.url
 	if url == "" {
 		dir, err := os.MkdirTemp("", "fanout-distributed-")
 		if err != nil {
@@ -204,71 +220,142 @@ func coordinate(s settings) (report, error) {
 	}
 
 	b := client.Batch()
-	var ts []fanout.Task[Score]
-	for _, m := range materials[:ntasks] {
-		ts = append(ts, fanoutnats.Remote[Query, Score](b, "score", m, Query{Formula: m}))
-	}
-	var done atomic.Int32
-	var killed string
-	var once sync.Once
-	observer := &fanout.Observer{TaskDone: func(context.Context, fanout.TaskInfo) {
-		if kill && len(procs) > 1 && int(done.Add(1)) == ntasks/4 {
-			once.Do(func() {
-				p := procs[0]
-				killed = fmt.Sprintf("%s (pid %d)", p.name, p.cmd.Process.Pid)
-				log.Printf("killing %s mid-run", killed)
-				_ = p.cmd.Process.Kill()
-			})
+	var tasks []fanout.Task[Answer]
+	for _, pr := range parts {
+		for _, f := range advisor.Families {
+			q := Query{Part: pr.part, Family: f.Name}
+			tasks = append(tasks, fanoutnats.Remote[Query, Answer](b, "analyse", pr.key+"/"+f.Name, q))
 		}
-	}}
+	}
+	killer := &killer{after: max(len(tasks)/4, 1)}
+	if s.kill && len(procs) > 1 {
+		killer.victim = &procs[0]
+	}
 	start := time.Now()
-	rs, err := fanout.Run(ctx, ts,
-		fanout.WithTaskTimeout(20*time.Second),
+	rs, err := fanout.Run(ctx, tasks,
+		fanout.WithTaskTimeout(s.timeout),
 		fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 2}),
-		fanout.WithObserver(observer))
-	return report{results: rs, elapsed: time.Since(start), workers: len(procs), killed: killed, stats: client.Stats()}, err
+		fanout.WithObserver(&fanout.Observer{TaskDone: killer.taskDone}))
+	rep := report{results: rs, parts: parts, elapsed: time.Since(start), workers: len(procs),
+		killed: killer.killed, stats: client.Stats()}
+	if rs != nil {
+		judge(ctx, rep.parts, rs)
+	}
+	return rep, err
 }
 
-// print shows every key's result and the client's counters.
-func (r report) print() {
+// loadParts reads the part asked for, or every sample.
+func loadParts(nameOrPath string) ([]partRun, error) {
+	names := advisor.Samples()
+	if nameOrPath != "" {
+		names = []string{nameOrPath}
+	}
+	parts := make([]partRun, len(names))
+	for i, name := range names {
+		p, err := advisor.LoadPart(name)
+		if err != nil {
+			return nil, err
+		}
+		parts[i] = partRun{key: strings.ReplaceAll(p.Name, " ", "-"), part: p}
+	}
+	return parts, nil
+}
+
+// judge fills in each part's answers and verdict, judged here, by the
+// same table judge as the in-process recommender.
+func judge(ctx context.Context, parts []partRun, rs *fanout.Results[Answer]) {
+	for i := range parts {
+		pr := &parts[i]
+		analyses := make([]fanout.Result[advisor.Analysis], len(advisor.Families))
+		for j, f := range advisor.Families {
+			r, _ := rs.Get(pr.key + "/" + f.Name)
+			pr.answers = append(pr.answers, r)
+			analyses[j] = fanout.Result[advisor.Analysis]{Key: f.Name, Index: j, Value: r.Value.Analysis,
+				Err: r.Err, Attempts: r.Attempts, Elapsed: r.Elapsed}
+		}
+		pr.verdict, pr.err = advisor.TableJudge{}.Judge(ctx, pr.part, analyses)
+	}
+}
+
+// killer SIGKILLs one worker process once enough keys are done.
+type killer struct {
+	victim *proc // nil: kill none
+	after  int
+	done   atomic.Int32
+	killed string // the victim, once killed; read after the run
+}
+
+func (k *killer) taskDone(context.Context, fanout.TaskInfo) {
+	if k.victim == nil || int(k.done.Add(1)) != k.after {
+		return
+	}
+	k.killed = fmt.Sprintf("%s (pid %d)", k.victim.name, k.victim.cmd.Process.Pid)
+	log.Printf("killing %s mid-run", k.killed)
+	_ = k.victim.cmd.Process.Kill()
+}
+
+// print shows each part's analyses and recommendation, then the totals
+// and the client's counters.
+func (r report) print(out io.Writer) {
 	if r.results == nil {
 		return
 	}
-	printResults(r.results)
+	perWorker := map[string]int{}
+	for _, pr := range r.parts {
+		printPart(out, pr)
+		for _, a := range pr.answers {
+			if a.Err == nil {
+				perWorker[a.Value.Worker]++
+			}
+		}
+	}
 	st := r.stats
-	fmt.Printf("\n%d/%d keys succeeded in %v with %d worker processes", r.results.Succeeded(), r.results.Len(),
+	fmt.Fprintf(out, "\n%d/%d keys succeeded in %v with %d worker processes", r.results.Succeeded(), r.results.Len(),
 		r.elapsed.Round(time.Millisecond), r.workers)
 	if r.killed != "" {
-		fmt.Printf("; killed %s mid-run", r.killed)
+		fmt.Fprintf(out, "; killed %s mid-run", r.killed)
 	}
-	fmt.Printf("\nreplies %d, from redeliveries %d, duplicates dropped %d, late %d, max-deliveries %d\n",
+	fmt.Fprint(out, "\nanalyses per worker:")
+	for _, name := range sortedKeys(perWorker) {
+		fmt.Fprintf(out, " %s=%d", name, perWorker[name])
+	}
+	fmt.Fprintf(out, "\nreplies %d, from redeliveries %d, duplicates dropped %d, late %d, max-deliveries %d\n",
 		st.Replies, st.Redelivered, st.Duplicates, st.Late, st.MaxDelivers)
 }
 
-func printResults(rs *fanout.Results[Score]) {
-	all := slices.Clone(rs.All())
-	slices.SortFunc(all, func(a, b fanout.Result[Score]) int { return strings.Compare(a.Key, b.Key) })
-	perWorker := map[string]int{}
-	fmt.Printf("%-9s %6s %6s %6s  %-9s %s\n", "material", "gap", "stab", "score", "worker", "delivery")
-	for _, r := range all {
+// printPart shows a part as the material command does, with who served
+// each family. Elapsed runs from the start of the fan-out, so it includes
+// the time a task waited in the queue, or for a redelivery.
+func printPart(out io.Writer, pr partRun) {
+	fmt.Fprintf(out, "\n== %s: %s\n", pr.part.Name, pr.part.Description)
+	for i, r := range pr.answers {
+		fam := advisor.Families[i].Name
 		if r.Err != nil {
-			fmt.Printf("%-9s error: %v\n", r.Key, r.Err)
+			fmt.Fprintf(out, "  %-9s %-13s %6s  error: %v\n", fam, "", r.Elapsed.Round(time.Millisecond), r.Err)
 			continue
 		}
-		v := r.Value
-		perWorker[v.Worker]++
-		fmt.Printf("%-9s %6.2f %6.2f %6.3f  %-9s %d\n", r.Key, v.BandGapEV, v.Stability, v.Score, v.Worker, v.Delivery)
+		served := fmt.Sprintf("%s #%d", r.Value.Worker, r.Value.Delivery)
+		a := r.Value.Analysis
+		if len(a.Disqualified) > 0 {
+			fmt.Fprintf(out, "  %-9s %-13s %6s  ruled out: %s\n", fam, served, r.Elapsed.Round(time.Millisecond), strings.Join(a.Disqualified, "; "))
+		} else {
+			fmt.Fprintf(out, "  %-9s %-13s %6s  %4.1f/10  %s\n", fam, served, r.Elapsed.Round(time.Millisecond), a.Suitability, a.Summary)
+		}
 	}
-	names := make([]string, 0, len(perWorker))
-	for n := range perWorker {
-		names = append(names, n)
+	if pr.err != nil {
+		fmt.Fprintf(out, "  -> no recommendation: %v\n", pr.err)
+		return
 	}
-	slices.Sort(names)
-	fmt.Print("\nresults per worker:")
-	for _, n := range names {
-		fmt.Printf(" %s=%d", n, perWorker[n])
+	fmt.Fprintf(out, "  -> %s (confidence %.2f): %s\n", strings.ToUpper(pr.verdict.Material), pr.verdict.Confidence, pr.verdict.Rationale)
+}
+
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	fmt.Println()
+	slices.Sort(keys)
+	return keys
 }
 
 type proc struct {

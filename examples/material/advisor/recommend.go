@@ -1,4 +1,15 @@
-package main
+// Package advisor recommends a material family for a part, the way the
+// "parallelization" pattern of LLM agents does it: one [Analyst] per
+// family in [Families] studies the part at once, through fanout, then a
+// [Judge] compares their findings and picks one.
+//
+// It works offline: [TableAnalyst] scores a family from a table of
+// typical properties against the part's [Requirements], and [TableJudge]
+// picks the best-scoring family that no limit rules out. Anything else
+// that implements Analyst and Judge (a language model, a remote worker)
+// plugs into the same [Recommender]. [LoadPart] reads the shipped sample
+// parts, listed by [Samples], or a spec file of your own.
+package advisor
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package main
+package advisor
 
 import (
 	"embed"
@@ -43,11 +43,14 @@ type Weights struct {
 	HotMargin float64 `json:"hotmargin"` // margin over the service temperature
 }
 
+// sampleParts are built into the binary, so the samples load from any
+// working directory.
+//
 //go:embed parts/*.json
 var sampleParts embed.FS
 
-// samples lists the shipped part specs by name.
-func samples() []string {
+// Samples lists the shipped sample parts by name, sorted.
+func Samples() []string {
 	entries, _ := sampleParts.ReadDir("parts")
 	var names []string
 	for _, e := range entries {
@@ -57,13 +60,14 @@ func samples() []string {
 	return names
 }
 
-// loadPart reads a shipped sample by name, or a spec file by path.
-func loadPart(nameOrPath string) (Part, error) {
+// LoadPart reads a shipped sample by name (one of [Samples]), or else a
+// spec file by path.
+func LoadPart(nameOrPath string) (Part, error) {
 	data, err := sampleParts.ReadFile(path.Join("parts", nameOrPath+".json"))
 	if err != nil {
 		data, err = os.ReadFile(nameOrPath)
 		if err != nil {
-			return Part{}, fmt.Errorf("material: no sample part %q (have %s) and no such file", nameOrPath, strings.Join(samples(), ", "))
+			return Part{}, fmt.Errorf("material: no sample part %q (have %s) and no such file", nameOrPath, strings.Join(Samples(), ", "))
 		}
 	}
 	var p Part

@@ -1,4 +1,4 @@
-package main
+package advisor
 
 // Family is one material family with the typical properties of a common
 // engineering grade of it. The figures are representative values, not
