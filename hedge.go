@@ -189,7 +189,7 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *R
 		start := monotime()
 		v, err := r.try(hctx, t, info, nil)
 		ended.Store(true)
-		h.end(monotime()-start, hctx.Err() == nil) // not cancelled: hedge lost or run stopped
+		h.end(monotime()-start, hctx.Err() == nil) // a latency unless a winning copy or the run cancelled it
 		done <- outcome{v: v, err: err}
 	}()
 	running := 1
