@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Limiter is a rate limiter: WaitN blocks until n units may be used, or
@@ -125,11 +127,38 @@ func (r *run[T]) limiterWait(ctx context.Context, t Task[T], n int, hedge bool) 
 			tokens = t.Tokens
 		}
 		if err = u.l.WaitN(ctx, tokens); err != nil {
-			err = fmt.Errorf("fanout: rate limiter: %w", withCause(ctx, err))
+			err = fmt.Errorf("fanout: rate limiter: %w", r.limiterCause(ctx, u.l, tokens, err))
 			break
 		}
 	}
 	wait := time.Since(start)
 	r.obs.limiterWait(ctx, WaitInfo{Key: t.Key, Attempt: n, Hedge: hedge, Wait: wait, Err: err})
 	return wait, err
+}
+
+// limiterCause names why a limiter refused a wait. A *rate.Limiter (bare
+// or in a Throttle) refuses at once, before ctx ends, a wait that would
+// outlast ctx's deadline: then the error also matches the deadline's
+// cause, ErrRunTimeout when it is the run's own.
+func (r *run[T]) limiterCause(ctx context.Context, l Limiter, n int, err error) error {
+	if ctx.Err() != nil {
+		return withCause(ctx, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		return err
+	}
+	if rl, ok := rateLimiter(l); ok && n <= rl.Burst() {
+		return fmt.Errorf("%w: %w", r.deadlineCause, err)
+	}
+	return err // not a *rate.Limiter, or more than its bucket holds
+}
+
+func rateLimiter(l Limiter) (*rate.Limiter, bool) {
+	switch l := l.(type) {
+	case *rate.Limiter:
+		return l, true
+	case *Throttle:
+		return rateLimiter(l.l)
+	}
+	return nil, false
 }

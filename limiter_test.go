@@ -117,9 +117,29 @@ func TestRateLimit(t *testing.T) {
 				if r.Err != nil {
 					failed++
 					assert.ErrorContains(t, r.Err, "fanout: rate limiter")
+					assert.ErrorIs(t, r.Err, fanout.ErrRunTimeout, "the limiter refused a wait past the run's deadline")
 				}
 			}
 			assert.Equal(t, 1, failed)
+		})
+	})
+	t.Run("a refusal for the caller's deadline is DeadlineExceeded, for the bucket's size neither", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			s := newStarts()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			lim := fanout.NewThrottle(rate.NewLimiter(rate.Every(time.Hour), 1))
+			rs, _ := fanout.Run(ctx, []fanout.Task[int]{s.task("a", 0, ok), s.task("b", 0, ok)},
+				fanout.WithRateLimit(lim), fanout.WithLimit(1), fanout.WithTimeout(time.Hour))
+			b, _ := rs.Get("b")
+			assert.ErrorIs(t, b.Err, context.DeadlineExceeded)
+			assert.NotErrorIs(t, b.Err, fanout.ErrRunTimeout, "the caller's deadline came first")
+
+			rs, _ = fanout.Run(ctx, []fanout.Task[int]{{Key: "big", Tokens: 2, Do: func(context.Context) (int, error) { return 1, nil }}},
+				fanout.WithRateLimit(rate.NewLimiter(rate.Every(time.Hour), 1)))
+			big, _ := rs.Get("big")
+			assert.ErrorContains(t, big.Err, "exceeds limiter's burst")
+			assert.NotErrorIs(t, big.Err, context.DeadlineExceeded)
 		})
 	})
 }

@@ -83,6 +83,8 @@ type run[T any] struct {
 	workers int
 	start   time.Time
 
+	deadlineCause error // what the run's deadline, if any, ends it with
+
 	gate   *semGate
 	hedger *hedger
 	spend  *spending
@@ -111,10 +113,15 @@ func newRun[T any](ctx context.Context, cfg *config, src source[T], total int) *
 		ctx = r.obs.runStart(ctx, total)
 	}
 	r.ctx, r.cancel = context.WithCancelCause(ctx)
+	r.deadlineCause = context.DeadlineExceeded
 	if cfg.timeout > 0 {
 		var stop context.CancelFunc
 		r.ctx, stop = context.WithTimeoutCause(r.ctx, cfg.timeout, ErrRunTimeout)
 		r.release = append(r.release, stop)
+		own, _ := r.ctx.Deadline()
+		if parent, ok := ctx.Deadline(); !ok || own.Before(parent) {
+			r.deadlineCause = ErrRunTimeout
+		}
 	}
 	if cfg.taskTimeout > 0 {
 		r.clock = newRunClock()
