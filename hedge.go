@@ -249,7 +249,11 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *R
 				wait, err := r.limiterWait(hctx, t, info.Attempt, true)
 				if err == nil {
 					copyInfo := AttemptInfo{Key: t.Key, Attempt: info.Attempt, Hedge: true, LimiterWait: wait}
+					start := monotime()
 					v, err = r.try(hctx, t, copyInfo, nil)
+					if hctx.Err() == nil { // a latency unless the attempt or the run cancelled it
+						h.record(monotime() - start)
+					}
 				}
 				done <- outcome{v: v, err: err, wait: wait}
 			}()

@@ -211,7 +211,7 @@ func (r *run[T]) attempt(w *worker[T], t Task[T], info AttemptInfo, res *Result[
 // when the attempt runs alone on its worker.
 func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo, dl *deadlines) (T, error) {
 	ctx = r.obs.attemptStart(ctx, info)
-	timed := r.obs != nil || r.hedger != nil
+	timed := r.obs != nil
 	var start time.Duration
 	if timed {
 		start = monotime()
@@ -232,12 +232,6 @@ func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo, dl *deadl
 	v, err := call(actx, t)
 	if timed {
 		info.Elapsed, info.Err = monotime()-start, err
-		if info.Hedge && (actx.Err() == nil || errors.Is(context.Cause(actx), ErrTaskTimeout)) {
-			// A copy that ended by itself or at its deadline; one that
-			// was cancelled tells nothing of how long it would have
-			// taken. (The hedger times the attempts it copies itself.)
-			r.hedger.record(info.Elapsed)
-		}
 		r.obs.attemptDone(ctx, info)
 	}
 	return v, err
