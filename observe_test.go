@@ -161,20 +161,7 @@ func TestObserverPanicsCostNothing(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			var calls sync.Map
 			retried, _ := flaky("retried", 1, errFlaky)
-			var slowCalls atomic.Int32
-			hedged := fanout.Task[int]{Key: "hedged", Do: func(ctx context.Context) (int, error) {
-				n := slowCalls.Add(1)
-				d := time.Second // the copy
-				if n == 1 {
-					d = 10 * time.Second
-				}
-				select {
-				case <-time.After(d):
-					return int(n), nil
-				case <-ctx.Done():
-					return 0, context.Cause(ctx)
-				}
-			}}
+			hedged := slowFirst("hedged", 10*time.Second, time.Second)
 			rs, err := fanout.Run(context.Background(), []fanout.Task[int]{retried, hedged, value("plain", 3)},
 				fanout.WithObserver(panicking(&calls)),
 				fanout.WithRetry(exact(3)),
@@ -204,6 +191,25 @@ func TestObserverPanicsCostNothing(t *testing.T) {
 			}
 		})
 	})
+}
+
+// slowFirst is a task whose first call takes first and every later call
+// (a hedged copy) then; each returns its call's number, 1, 2, ...
+func slowFirst(key string, first, then time.Duration) fanout.Task[int] {
+	var calls atomic.Int32
+	return fanout.Task[int]{Key: key, Do: func(ctx context.Context) (int, error) {
+		n := calls.Add(1)
+		d := then
+		if n == 1 {
+			d = first
+		}
+		select {
+		case <-time.After(d):
+			return int(n), nil
+		case <-ctx.Done():
+			return 0, context.Cause(ctx)
+		}
+	}}
 }
 
 // TestSlowObserver blocks in every hook for a second of fake time. Hooks
@@ -302,19 +308,7 @@ func TestSlogObserver(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			var buf bytes.Buffer
 			retried, _ := flaky("flaky", 1, errFlaky)
-			var slowCalls atomic.Int32
-			slow := fanout.Task[int]{Key: "slow", Do: func(ctx context.Context) (int, error) {
-				d := time.Second // the hedged copy
-				if slowCalls.Add(1) == 1 {
-					d = 10 * time.Second
-				}
-				select {
-				case <-time.After(d):
-					return 2, nil
-				case <-ctx.Done():
-					return 0, context.Cause(ctx)
-				}
-			}}
+			slow := slowFirst("slow", 10*time.Second, time.Second)
 			// One key at a time, a token every 2 s:
 			//   0 s  flaky takes the first token and fails at once; retried after 1 s,
 			//   1 s  it waits 1 s for the next token, and succeeds at 2 s;
