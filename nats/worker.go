@@ -488,7 +488,7 @@ func fitWireError(e wireError, room int) []byte {
 	}
 	full := e.Message
 	cut := func(n int) []byte {
-		for n > 0 && !utf8.RuneStart(full[n]) {
+		for n > 0 && n < len(full) && !utf8.RuneStart(full[n]) {
 			n--
 		}
 		e.Message = full[:n] + fmt.Sprintf(" [%d more bytes cut to fit max_payload]", len(full)-n)
