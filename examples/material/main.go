@@ -78,16 +78,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 func report(out io.Writer, p advisor.Part, rec advisor.Recommendation) {
 	fmt.Fprintf(out, "\n== %s: %s\n", p.Name, p.Description)
 	for _, r := range rec.Analyses {
-		switch {
-		case r.Err != nil:
-			fmt.Fprintf(out, "  %-9s %6s  error: %v\n", r.Key, r.Elapsed.Round(time.Millisecond), r.Err)
-		case len(r.Value.Disqualified) > 0:
-			fmt.Fprintf(out, "  %-9s %6s  ruled out: %s\n", r.Key, r.Elapsed.Round(time.Millisecond), strings.Join(r.Value.Disqualified, "; "))
-		default:
-			fmt.Fprintf(out, "  %-9s %6s  %4.1f/10  %s\n", r.Key, r.Elapsed.Round(time.Millisecond), r.Value.Suitability, r.Value.Summary)
+		outcome := r.Value.Outcome()
+		if r.Err != nil {
+			outcome = fmt.Sprintf("error: %v", r.Err)
 		}
+		fmt.Fprintf(out, "  %-9s %6s  %s\n", r.Key, r.Elapsed.Round(time.Millisecond), outcome)
 	}
-	fmt.Fprintf(out, "  -> %s (confidence %.2f): %s\n", strings.ToUpper(rec.Material), rec.Confidence, rec.Rationale)
+	fmt.Fprintf(out, "  -> %s\n", rec.Verdict)
 	seq, par := rec.Sequential(), rec.FanOut
 	fmt.Fprintf(out, "  six analyses: %v in parallel vs %v one after another (%.1fx); judging %v\n",
 		par.Round(time.Millisecond), seq.Round(time.Millisecond), float64(seq)/float64(max(par, 1)), rec.Judging.Round(time.Millisecond))

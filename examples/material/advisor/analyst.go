@@ -19,6 +19,15 @@ type Analysis struct {
 	Summary      string   `json:"summary"`
 }
 
+// Outcome is the analysis in one line: why the family was ruled out, or
+// its score out of 10 and summary.
+func (a Analysis) Outcome() string {
+	if len(a.Disqualified) > 0 {
+		return "ruled out: " + strings.Join(a.Disqualified, "; ")
+	}
+	return fmt.Sprintf("%4.1f/10  %s", a.Suitability, a.Summary)
+}
+
 // An Analyst judges how well one material family suits a part.
 type Analyst interface {
 	Analyze(ctx context.Context, p Part, family string) (Analysis, error)

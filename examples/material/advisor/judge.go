@@ -18,6 +18,11 @@ type Verdict struct {
 	Rationale  string  `json:"rationale"`
 }
 
+// String gives the material, the confidence and the rationale.
+func (v Verdict) String() string {
+	return fmt.Sprintf("%s (confidence %.2f): %s", strings.ToUpper(v.Material), v.Confidence, v.Rationale)
+}
+
 // A Judge compares the analysts' Results, one per family and in the
 // families' order, failures included, and picks a material.
 type Judge interface {

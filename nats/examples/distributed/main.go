@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -316,7 +317,7 @@ func (r report) print(out io.Writer) {
 		fmt.Fprintf(out, "; killed %s mid-run", r.killed)
 	}
 	fmt.Fprint(out, "\nanalyses per worker:")
-	for _, name := range sortedKeys(perWorker) {
+	for _, name := range slices.Sorted(maps.Keys(perWorker)) {
 		fmt.Fprintf(out, " %s=%d", name, perWorker[name])
 	}
 	fmt.Fprintf(out, "\nreplies %d, from redeliveries %d, duplicates dropped %d, late %d, max-deliveries %d\n",
@@ -330,32 +331,17 @@ func printPart(out io.Writer, pr partRun) {
 	fmt.Fprintf(out, "\n== %s: %s\n", pr.part.Name, pr.part.Description)
 	for i, r := range pr.answers {
 		fam := advisor.Families[i].Name
+		served, outcome := fmt.Sprintf("%s #%d", r.Value.Worker, r.Value.Delivery), r.Value.Analysis.Outcome()
 		if r.Err != nil {
-			fmt.Fprintf(out, "  %-9s %-13s %6s  error: %v\n", fam, "", r.Elapsed.Round(time.Millisecond), r.Err)
-			continue
+			served, outcome = "", fmt.Sprintf("error: %v", r.Err)
 		}
-		served := fmt.Sprintf("%s #%d", r.Value.Worker, r.Value.Delivery)
-		a := r.Value.Analysis
-		if len(a.Disqualified) > 0 {
-			fmt.Fprintf(out, "  %-9s %-13s %6s  ruled out: %s\n", fam, served, r.Elapsed.Round(time.Millisecond), strings.Join(a.Disqualified, "; "))
-		} else {
-			fmt.Fprintf(out, "  %-9s %-13s %6s  %4.1f/10  %s\n", fam, served, r.Elapsed.Round(time.Millisecond), a.Suitability, a.Summary)
-		}
+		fmt.Fprintf(out, "  %-9s %-13s %6s  %s\n", fam, served, r.Elapsed.Round(time.Millisecond), outcome)
 	}
 	if pr.err != nil {
 		fmt.Fprintf(out, "  -> no recommendation: %v\n", pr.err)
 		return
 	}
-	fmt.Fprintf(out, "  -> %s (confidence %.2f): %s\n", strings.ToUpper(pr.verdict.Material), pr.verdict.Confidence, pr.verdict.Rationale)
-}
-
-func sortedKeys(m map[string]int) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
+	fmt.Fprintf(out, "  -> %s\n", pr.verdict)
 }
 
 type proc struct {
