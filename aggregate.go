@@ -31,6 +31,15 @@ type failures []error
 func (f *failures) add(key string, err error) { *f = append(*f, &TaskError{Key: key, Err: err}) }
 func (f failures) err() error                 { return errors.Join(f...) }
 
+// none is the error of an aggregator that saw no success: it joins the
+// failures, or says there were no keys at all.
+func (f failures) none(agg string) error {
+	if len(f) == 0 {
+		return fmt.Errorf("fanout: %s: no keys", agg)
+	}
+	return wrap(fmt.Errorf("fanout: %s: no key succeeded", agg), ": ", f.err())
+}
+
 // MergeMap returns an Aggregator whose answer maps each key that succeeded
 // to its value. Its error, like Run's, joins the failed keys' errors.
 func MergeMap[T any]() Aggregator[T, map[string]T] {
@@ -122,7 +131,7 @@ func (f *first[T]) Add(r Result[T]) bool {
 
 func (f *first[T]) Result(context.Context) (Result[T], error) {
 	if f.won == nil {
-		return Result[T]{}, fmt.Errorf("fanout: First: no key succeeded: %w", f.failed.err())
+		return Result[T]{}, f.failed.none("First")
 	}
 	return *f.won, nil
 }
@@ -170,7 +179,7 @@ func (q *quorum[T]) Add(r Result[T]) bool {
 
 func (q *quorum[T]) Result(context.Context) ([]Result[T], error) {
 	if len(q.ok) < q.k {
-		return q.ok, fmt.Errorf("fanout: quorum of %d not reached, %d succeeded: %w", q.k, len(q.ok), q.failed.err())
+		return q.ok, wrap(fmt.Errorf("fanout: quorum of %d not reached, %d succeeded", q.k, len(q.ok)), ": ", q.failed.err())
 	}
 	return q.ok, nil
 }

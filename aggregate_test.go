@@ -96,7 +96,7 @@ func TestVote(t *testing.T) {
 		_, err := fanout.Gather(context.Background(), []fanout.Task[string]{
 			failing[string]("x", errors.New("down")),
 		}, fanout.Vote(parseChoice))
-		assert.EqualError(t, err, "fanout: vote: no key succeeded: fanout: task \"x\": down")
+		assert.EqualError(t, err, "fanout: vote: no key succeeded: task \"x\": down")
 	})
 }
 
@@ -166,7 +166,7 @@ func TestFirst(t *testing.T) {
 	})
 	t.Run("no success is an error", func(t *testing.T) {
 		_, err := fanout.Gather(context.Background(), []fanout.Task[string]{failing[string]("a", errors.New("down"))}, fanout.First[string]())
-		assert.EqualError(t, err, "fanout: First: no key succeeded: fanout: task \"a\": down")
+		assert.EqualError(t, err, "fanout: First: no key succeeded: task \"a\": down")
 	})
 }
 

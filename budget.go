@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 )
 
 // Cost is what a task spent, as it reports through [Spend]: tokens of an
@@ -21,28 +22,29 @@ func (c Cost) reaches(max Cost) bool {
 	return (max.Tokens > 0 && c.Tokens >= max.Tokens) || (max.Cents > 0 && c.Cents >= max.Cents)
 }
 
-type spendKey struct{}
-
-type spender interface{ addSpent(Cost) }
-
 // Spend reports that the task running under ctx spent c. The run adds it to
 // the key's Result.Cost and to the run's total that [WithBudget] checks.
 // Outside a fanout task Spend does nothing. It is safe to call from
 // goroutines the task starts, as long as they end before the task returns.
 func Spend(ctx context.Context, c Cost) {
-	if s, ok := ctx.Value(spendKey{}).(spender); ok {
+	if s, ok := ctx.Value(scopeKey{}).(*scope); ok {
 		s.addSpent(c)
 	}
 }
 
-// WithBudget stops starting tasks once the costs reported through [Spend]
-// reach max in any dimension it sets (Tokens, Cents). Tasks already running
-// finish; the tasks not yet started are skipped with an error matching both
-// [ErrSkipped] and [ErrBudgetExceeded]. Tasks report after they spend, so a
-// run may go past max by what the tasks in flight spend.
+// WithBudget stops making attempts once the costs reported through [Spend]
+// reach max in any dimension it sets (Tokens, Cents). The budget is
+// checked right before each attempt starts, after its rate-limiter waits:
+// first attempts, retries and hedged copies alike. Attempts already
+// running finish; a key that never started is skipped with an error
+// matching both [ErrSkipped] and [ErrBudgetExceeded], and a key refused a
+// retry fails with an error matching ErrBudgetExceeded and carrying its
+// last attempt's error. Tasks report after they spend, so a run may go
+// past max by what the attempts in flight spend. The zero Cost means no
+// budget, so the option can be built unconditionally.
 func WithBudget(max Cost) Option {
 	return func(c *config) {
-		if max.Tokens < 0 || max.Cents < 0 || max == (Cost{}) {
+		if max.Tokens < 0 || max.Cents < 0 {
 			c.invalid("WithBudget(Cost{Tokens: %d, Cents: %v}): budget must be positive", max.Tokens, max.Cents)
 			return
 		}
@@ -78,3 +80,49 @@ func (s *spending) exceeded() bool {
 
 // String formats c as "N tokens, C¢".
 func (c Cost) String() string { return fmt.Sprintf("%d tokens, %.2f¢", c.Tokens, c.Cents) }
+
+type scopeKey struct{}
+
+// scope is what fanout keeps in the context of a worker's tasks: what the
+// task in hand spent, and the semaphore slot runs nested in it may
+// borrow. One is made per worker, not per task.
+type scope struct {
+	parent *scope        // the scope of the task this run is nested in
+	sem    *Semaphore    // the semaphore the worker's tasks hold a slot of
+	lease  chan struct{} // see lease
+	run    *spending     // the run's total, for WithBudget
+	mu     sync.Mutex
+	spent  Cost
+	any    atomic.Bool // spent is not zero
+}
+
+func newScope(ctx context.Context, sem *Semaphore, run *spending) *scope {
+	sc := &scope{sem: sem, run: run}
+	sc.parent, _ = ctx.Value(scopeKey{}).(*scope)
+	if sem != nil {
+		sc.lease = make(chan struct{}, 1)
+		sc.lease <- struct{}{}
+	}
+	return sc
+}
+
+func (s *scope) addSpent(c Cost) {
+	s.mu.Lock()
+	s.spent = s.spent.Add(c)
+	s.mu.Unlock()
+	s.any.Store(true)
+	s.run.add(c)
+}
+
+// takeSpent returns what the task in hand spent, and starts afresh.
+func (s *scope) takeSpent() Cost {
+	if !s.any.Load() {
+		return Cost{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.spent
+	s.spent = Cost{}
+	s.any.Store(false)
+	return c
+}

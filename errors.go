@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 )
 
 var (
@@ -35,6 +36,11 @@ var (
 	// ErrBudgetExceeded is the reason keys are skipped once the spending
 	// reported through [Spend] passes the maximum set by [WithBudget].
 	ErrBudgetExceeded = errors.New("fanout: budget exceeded")
+
+	// ErrGoexit is the error of a key whose task called runtime.Goexit
+	// (as t.FailNow and t.Fatal do when called inside a task), and Gather's
+	// error when its aggregator did.
+	ErrGoexit = errors.New("fanout: runtime.Goexit called")
 )
 
 // TaskError ties a failed key to its error. Run joins one TaskError per
@@ -45,7 +51,9 @@ type TaskError struct {
 }
 
 // Error names the key and its error.
-func (e *TaskError) Error() string { return fmt.Sprintf("fanout: task %q: %v", e.Key, e.Err) }
+func (e *TaskError) Error() string {
+	return fmt.Sprintf("fanout: task %q: %s", e.Key, unprefixed(e.Err))
+}
 
 // Unwrap returns the task's error.
 func (e *TaskError) Unwrap() error { return e.Err }
@@ -77,7 +85,7 @@ func newPanicError(v any) *PanicError {
 }
 
 // Error gives the panic value; the stack is in Stack.
-func (e *PanicError) Error() string { return fmt.Sprintf("fanout: task panicked: %v", e.Value) }
+func (e *PanicError) Error() string { return fmt.Sprintf("fanout: panic: %v", e.Value) }
 
 // Unwrap returns the panic value if it is an error, so errors.Is can match
 // a task that panicked with a sentinel.
@@ -91,8 +99,27 @@ func skipped(cause error) error {
 	if cause == nil || errors.Is(cause, ErrSkipped) {
 		return ErrSkipped
 	}
-	return fmt.Errorf("%w: %w", ErrSkipped, cause)
+	return wrap(ErrSkipped, ": ", cause)
 }
+
+// wrapped says outer, then inner: a reason and what it led to, or the
+// other way round. errors.Is and errors.As reach both.
+type wrapped struct {
+	outer, inner error
+	sep          string
+}
+
+// wrap joins outer and inner into one message with one "fanout: " prefix.
+func wrap(outer error, sep string, inner error) error {
+	return &wrapped{outer: outer, inner: inner, sep: sep}
+}
+
+func (e *wrapped) Error() string   { return e.outer.Error() + e.sep + unprefixed(e.inner) }
+func (e *wrapped) Unwrap() []error { return []error{e.outer, e.inner} }
+
+// unprefixed is err's message without its leading "fanout: ", for
+// messages that already have one.
+func unprefixed(err error) string { return strings.TrimPrefix(err.Error(), "fanout: ") }
 
 // withCause replaces a bare context error returned by a task with one that
 // also says why its context ended, so callers never see a plain
@@ -105,5 +132,5 @@ func withCause(ctx context.Context, err error) error {
 	if cause == nil || errors.Is(err, cause) {
 		return err
 	}
-	return fmt.Errorf("%w: %w", cause, err)
+	return wrap(cause, ": ", err)
 }

@@ -358,7 +358,7 @@ func ExampleWithFailFast() {
 	fmt.Println("b skipped:", errors.Is(b.Err, fanout.ErrSkipped))
 	// Output:
 	// fanout: task "a": bad input
-	// fanout: task "b": fanout: task skipped: fanout: task "a": bad input
+	// fanout: task "b": task skipped: task "a": bad input
 	// b skipped: true
 }
 
@@ -398,6 +398,6 @@ func ExampleNewThrottle() {
 	b, _ := results.Get("b")
 	fmt.Println(b.Value, "after the cooldown:", b.LimiterWait >= 40*time.Millisecond)
 	// Output:
-	// fanout: task "a": fanout: HTTP 429 Too Many Requests (retry after 50ms)
+	// fanout: task "a": HTTP 429 Too Many Requests (retry after 50ms)
 	// ok after the cooldown: true
 }

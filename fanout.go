@@ -30,6 +30,7 @@ package fanout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"slices"
@@ -58,16 +59,18 @@ type Task[T any] struct {
 // The error is nil if every task succeeded. Otherwise it joins the
 // [*TaskError] of each failed key in input order, and the *Results still
 // holds every key's outcome. Invalid input — an empty or duplicate key, a
-// nil Do, a bad option — is reported before any task starts, with a nil
-// *Results.
+// nil Do, a bad option, Tokens beyond a limiter's burst — is reported
+// before any task starts, with a nil *Results.
+//
+// A task that panics fails its own key with a [*PanicError]; one that
+// calls runtime.Goexit (t.FailNow in a test, say) fails its own key with
+// [ErrGoexit]. Either way the other keys are unaffected and Run returns.
 //
 // On the 2-core benchmark machine, a Run of 1 000 trivial tasks under
 // WithLimit(8) costs about 130 ns and no allocation per task beyond the
-// Result itself, some 70 ns of which go to the key index and the clock
-// read behind Result.Elapsed; errgroup with SetLimit costs about 350 ns,
-// and with the mutex-guarded map of results that Run replaces, about
-// 400 ns. WithTaskTimeout adds 3 allocations and about 225 ns per task
-// (see BENCHMARKS.md).
+// Result itself; errgroup with SetLimit costs about 350 ns, and with the
+// mutex-guarded map of results that Run replaces, about 400 ns (see
+// BENCHMARKS.md).
 func Run[T any](ctx context.Context, tasks []Task[T], opts ...Option) (*Results[T], error) {
 	cfg := newConfig(opts)
 	index, err := validate(cfg, tasks)
@@ -76,7 +79,7 @@ func Run[T any](ctx context.Context, tasks []Task[T], opts ...Option) (*Results[
 	}
 	rs := &Results[T]{list: make([]Result[T], len(tasks)), index: index}
 	if len(tasks) > 0 {
-		r := newRun(ctx, cfg, sliceSource(tasks, cfg), len(tasks))
+		r := newRun(ctx, cfg, sliceSource(tasks), len(tasks))
 		r.results = rs.list
 		r.runAll()
 	}
@@ -87,7 +90,7 @@ func Run[T any](ctx context.Context, tasks []Task[T], opts ...Option) (*Results[
 // by the inputs' indexes ("0", "1", ...).
 func Map[In, T any](ctx context.Context, inputs []In, fn func(context.Context, In) (T, error), opts ...Option) (*Results[T], error) {
 	if fn == nil {
-		return nil, fmt.Errorf("fanout: Map: nil function")
+		return nil, errors.New("fanout: Map: nil function")
 	}
 	tasks := make([]Task[T], len(inputs))
 	for i, in := range inputs {
@@ -113,7 +116,7 @@ func Stream[T any](ctx context.Context, tasks []Task[T], opts ...Option) (iter.S
 		if len(tasks) == 0 {
 			return
 		}
-		newRun(ctx, cfg, sliceSource(tasks, cfg), len(tasks)).stream(yield)
+		newRun(ctx, cfg, sliceSource(tasks), len(tasks)).stream(yield)
 	}, nil
 }
 
@@ -122,26 +125,40 @@ func Stream[T any](ctx context.Context, tasks []Task[T], opts ...Option) (iter.S
 // tasks the source yields. It needs [WithLimit] or [WithSemaphore].
 //
 // Keys are not checked for uniqueness, since that would hold every key in
-// memory; a task with an empty key or nil Do fails with its own Result.
-// Priority is ignored: tasks start in source order. The source is pulled
-// from one goroutine at a time, and no longer once the run has stopped or
-// spent its [WithBudget]: every task pulled gets its Result, and the tasks
-// never pulled get none.
+// memory; a task with an empty key, a nil Do or too many Tokens fails with
+// its own Result. Priority is ignored: tasks start in source order. The
+// source is pulled from one goroutine at a time, and no longer once the
+// run has stopped, spent its [WithBudget], or had a rate limiter refuse a
+// wait that would outlast its deadline: every task pulled gets its Result,
+// and the tasks never pulled get none.
+//
+// The source cannot see the run's context, so it may block while the run
+// stops (a receive from a channel nobody sends on, say). The run does not
+// wait for it: the sequence ends, WithTimeout still bounds it, and the
+// blocked pull is abandoned; when it returns, its task is dropped without
+// a Result and the source is stopped. Until then one goroutine of the run
+// outlives it, blocked in the source; a source that selects on ctx as well
+// leaves none. A source that panics or calls runtime.Goexit stops the run,
+// and once every task has ended the panic (as a [*PanicError]) or the
+// Goexit is raised again on the goroutine ranging the sequence.
 func StreamSeq[T any](ctx context.Context, tasks iter.Seq[Task[T]], opts ...Option) (iter.Seq[Result[T]], error) {
 	cfg := newConfig(opts)
 	if err := validateOptions(cfg); err != nil {
 		return nil, err
 	}
 	if tasks == nil {
-		return nil, fmt.Errorf("fanout: StreamSeq: nil task source")
+		return nil, errors.New("fanout: StreamSeq: nil task source")
 	}
 	if cfg.limit == 0 && cfg.sem == nil {
-		return nil, fmt.Errorf("fanout: StreamSeq needs WithLimit or WithSemaphore to bound memory")
+		return nil, errors.New("fanout: StreamSeq needs WithLimit or WithSemaphore to bound memory")
 	}
 	return func(yield func(Result[T]) bool) {
 		src := lazySource(tasks)
-		defer src.stop()
-		newRun(ctx, cfg, src, -1).stream(yield)
+		r := newRun(ctx, cfg, src, -1)
+		src.start(r.pulling, r.fail)
+		defer src.raise()
+		defer src.close()
+		r.stream(yield)
 	}, nil
 }
 
@@ -152,10 +169,15 @@ func StreamSeq[T any](ctx context.Context, tasks iter.Seq[Task[T]], opts ...Opti
 // still reach agg.Add, so every key is accounted for. Gather then returns
 // agg.Result. A built-in aggregator given a bad argument (a nil function,
 // a quorum larger than the tasks) is reported before any task starts.
+//
+// If agg panics or calls runtime.Goexit (in Begin, Add or Result, or in a
+// function given to a built-in aggregator), the run stops, every task
+// ends, and Gather returns the panic as a [*PanicError] (or [ErrGoexit]);
+// agg is not called again.
 func Gather[T, R any](ctx context.Context, tasks []Task[T], agg Aggregator[T, R], opts ...Option) (R, error) {
 	var zero R
 	if agg == nil {
-		return zero, fmt.Errorf("fanout: Gather: nil Aggregator")
+		return zero, errors.New("fanout: Gather: nil Aggregator")
 	}
 	cfg := newConfig(opts)
 	if _, err := validate(cfg, tasks); err != nil {
@@ -167,22 +189,46 @@ func Gather[T, R any](ctx context.Context, tasks []Task[T], agg Aggregator[T, R]
 		}
 	}
 	if b, ok := agg.(interface{ Begin([]Task[T]) }); ok {
-		b.Begin(tasks)
+		if err := guard(func() { b.Begin(tasks) }); err != nil {
+			return zero, err
+		}
 	}
 	if len(tasks) > 0 {
-		r := newRun(ctx, cfg, sliceSource(tasks, cfg), len(tasks))
+		r := newRun(ctx, cfg, sliceSource(tasks), len(tasks))
 		// Add runs on the worker that finished the task, before it claims
 		// another, so a decision is made before the next task can start.
-		decided := false
-		r.fold = func(res *Result[T]) {
-			if agg.Add(*res) && !decided {
-				decided = true
-				r.cancel(ErrStopped)
-			}
-		}
+		r.fold = agg.Add
 		r.runAll()
+		if err := r.fatalErr(); err != nil {
+			return zero, err
+		}
 	}
-	return agg.Result(ctx)
+	var res R
+	var err error
+	if perr := guard(func() { res, err = agg.Result(ctx) }); perr != nil {
+		return zero, perr
+	}
+	return res, err
+}
+
+// guard calls f and returns its panic as a *PanicError, or ErrGoexit if it
+// called runtime.Goexit, which guard cannot stop but runs f on a goroutine
+// of its own to survive.
+func guard(f func()) (err error) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err = ErrGoexit
+		defer func() {
+			if p := recover(); p != nil {
+				err = newPanicError(p)
+			}
+		}()
+		f()
+		err = nil
+	}()
+	<-done
+	return err
 }
 
 func validateOptions(cfg *config) error {
@@ -199,7 +245,7 @@ func validate[T any](cfg *config, tasks []Task[T]) (map[string]int, error) {
 	}
 	index := make(map[string]int, len(tasks))
 	for i, t := range tasks {
-		if err := validateTask(i, t); err != nil {
+		if err := validateTask(cfg, i, t); err != nil {
 			return nil, err
 		}
 		// One map operation per key: a duplicate leaves the map short.
@@ -212,7 +258,7 @@ func validate[T any](cfg *config, tasks []Task[T]) (map[string]int, error) {
 	return index, nil
 }
 
-func validateTask[T any](i int, t Task[T]) error {
+func validateTask[T any](c *config, i int, t Task[T]) error {
 	switch {
 	case t.Key == "":
 		return fmt.Errorf("fanout: task %d: empty Key", i)
@@ -223,5 +269,5 @@ func validateTask[T any](i int, t Task[T]) error {
 	case t.Tokens < 0:
 		return fmt.Errorf("fanout: task %q: negative Tokens %d", t.Key, t.Tokens)
 	}
-	return nil
+	return c.checkCharges(t.Key, t.Tokens)
 }

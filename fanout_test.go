@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"golang.org/x/time/rate"
 
 	"github.com/gofanout/fanout"
 )
@@ -88,7 +89,7 @@ func TestRun(t *testing.T) {
 	t.Run("the error joins each failed key's TaskError in input order", func(t *testing.T) {
 		require.Error(t, err)
 		assert.ErrorIs(t, err, boom)
-		assert.Equal(t, "fanout: task \"b\": boom\nfanout: task \"c\": fanout: task panicked: oops", err.Error())
+		assert.Equal(t, "fanout: task \"b\": boom\nfanout: task \"c\": panic: oops", err.Error())
 		var te *fanout.TaskError
 		require.ErrorAs(t, err, &te)
 		assert.Equal(t, "b", te.Key)
@@ -138,7 +139,13 @@ func TestBadInput(t *testing.T) {
 		{"nil limiter", []fanout.Task[int]{ok}, []fanout.Option{fanout.WithRateLimit(nil)}, `fanout: WithRateLimit(nil): limiter must not be nil`},
 		{"bad hedge", []fanout.Task[int]{ok}, []fanout.Option{fanout.WithHedge(fanout.HedgePolicy{})}, `fanout: WithHedge: set Delay or Quantile`},
 		{"bad retry", []fanout.Task[int]{ok}, []fanout.Option{fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: -1})}, `fanout: WithRetry: negative MaxAttempts -1`},
-		{"bad budget", []fanout.Task[int]{ok}, []fanout.Option{fanout.WithBudget(fanout.Cost{})}, `fanout: WithBudget(Cost{Tokens: 0, Cents: 0}): budget must be positive`},
+		{"bad budget", []fanout.Task[int]{ok}, []fanout.Option{fanout.WithBudget(fanout.Cost{Tokens: -1})}, `fanout: WithBudget(Cost{Tokens: -1, Cents: 0}): budget must be positive`},
+		{"tokens beyond a limiter's burst", []fanout.Task[int]{ok, {Key: "big", Tokens: 9000, Do: ok.Do}},
+			[]fanout.Option{fanout.WithRequestLimit(rate.NewLimiter(1, 1)), fanout.WithRateLimit(fanout.NewThrottle(rate.NewLimiter(100, 8000)))},
+			`fanout: task "big": charge of 9000 exceeds the burst 8000 of the limiter of WithRateLimit`},
+		{"a request limiter with an empty bucket", []fanout.Task[int]{ok},
+			[]fanout.Option{fanout.WithRequestLimit(rate.NewLimiter(1, 0))},
+			`fanout: task "ok": charge of 1 exceeds the burst 0 of the limiter of WithRequestLimit`},
 		{"nil observer", []fanout.Task[int]{ok}, []fanout.Option{fanout.WithObserver(nil)}, `fanout: WithObserver(nil): observer must not be nil`},
 	}
 	for _, tt := range tests {

@@ -1,7 +1,7 @@
 package fanout
 
 import (
-	"context"
+	"cmp"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -21,24 +21,25 @@ type HedgePolicy struct {
 	// deadline, and those still running, which count as slower than any
 	// finished one. So when a fan-out's attempts all start together, the
 	// p95 is known once 95% of them have finished, and only the last 5%
-	// are hedged. Until it is known (and until HedgeMinSamples attempts
+	// are hedged. Until it is known (and until MinSamples attempts
 	// have finished), Delay is used if set; otherwise the attempt waits
 	// for the estimate.
 	Quantile float64
+	// MinSamples is how many attempts of the run a Quantile hedge needs to
+	// have seen finish, with a value or an error, before it trusts its
+	// estimate; zero means 10.
+	MinSamples int
 	// MaxExtra caps the copies at this fraction of the run's tasks,
 	// rounded up; zero means 0.1. The cap stops new copies only, never
 	// running ones.
 	MaxExtra float64
 }
 
-// HedgeMinSamples is how many successful attempts a quantile hedge needs
-// before it trusts its estimate.
-const HedgeMinSamples = 10
-
 // WithHedge runs a second copy of any attempt still running after the
 // delay p gives (see [HedgePolicy]): a backup request, as in "The Tail at
-// Scale". Each copy waits on the run's rate limiters and counts in
-// Result.Attempts and Result.Hedges.
+// Scale". An attempt has at most one copy. The copy waits on the run's
+// rate limiters and checks the budget like any attempt, and once it calls
+// Do it counts in Result.Attempts and Result.Hedges.
 func WithHedge(p HedgePolicy) Option {
 	return func(c *config) {
 		switch {
@@ -50,6 +51,8 @@ func WithHedge(p HedgePolicy) Option {
 			c.invalid("WithHedge: set Delay or Quantile")
 		case p.MaxExtra < 0:
 			c.invalid("WithHedge: negative MaxExtra %v", p.MaxExtra)
+		case p.MinSamples < 0:
+			c.invalid("WithHedge: negative MinSamples %d", p.MinSamples)
 		default:
 			c.hedge = &p
 		}
@@ -72,9 +75,8 @@ type hedger struct {
 const hedgeWindow = 1024
 
 func newHedger(p HedgePolicy, total int) *hedger {
-	if p.MaxExtra == 0 {
-		p.MaxExtra = 0.1
-	}
+	p.MaxExtra = cmp.Or(p.MaxExtra, 0.1)
+	p.MinSamples = cmp.Or(p.MinSamples, 10)
 	return &hedger{policy: p, total: total, window: latency.NewWindow(hedgeWindow)}
 }
 
@@ -129,7 +131,7 @@ func (h *hedger) delay() (d time.Duration, ok bool, changed <-chan struct{}) {
 	if q := h.policy.Quantile; q > 0 {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		if n := h.window.Added(); n >= HedgeMinSamples {
+		if n := h.window.Added(); n >= h.policy.MinSamples {
 			// The q-quantile of the finished and the running attempts
 			// together is this quantile of the finished ones alone.
 			if qq := q * float64(n+h.running) / float64(n); qq <= 1 {
@@ -163,101 +165,4 @@ func (h *hedger) take() bool {
 			return true
 		}
 	}
-}
-
-// hedged makes the n-th attempt of t, starting a copy if it runs past the
-// hedge delay, and returns the first success, or the first error if both
-// copies fail.
-func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *Result[T]) (T, error) {
-	type outcome struct {
-		v    T
-		err  error
-		wait time.Duration
-	}
-	h := r.hedger
-	if info.Attempt == 1 {
-		h.started.Add(1) // tasks, not attempts: retries do not grow the budget
-	}
-	hctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	done := make(chan outcome, 2)
-	// ended is set before the attempt's end can wake this loop, so that
-	// an attempt that has ended is not hedged on its way out.
-	var ended atomic.Bool
-	h.begin()
-	go func() {
-		start := monotime()
-		v, err := r.try(hctx, t, info, nil)
-		ended.Store(true)
-		h.end(monotime()-start, hctx.Err() == nil) // a latency unless a winning copy or the run cancelled it
-		done <- outcome{v: v, err: err}
-	}()
-	running := 1
-	start := time.Now()
-
-	var timer *time.Timer
-	var fire <-chan time.Time
-	var ready <-chan struct{}
-	arm := func(d time.Duration) {
-		timer = time.NewTimer(max(d-time.Since(start), 0))
-		fire = timer.C
-	}
-	armOrWait := func() {
-		d, ok, changed := h.delay()
-		if ok {
-			arm(d)
-		}
-		ready = changed
-	}
-	armOrWait()
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-
-	var first *outcome
-	for running > 0 {
-		select {
-		case o := <-done:
-			running--
-			res.LimiterWait += o.wait
-			fire, ready = nil, nil // a finished attempt is not hedged
-			if o.err == nil {
-				cancel(ErrHedgeLost)
-				for ; running > 0; running-- {
-					res.LimiterWait += (<-done).wait
-				}
-				return o.v, nil
-			}
-			if first == nil {
-				first = &o
-			}
-		case <-ready:
-			armOrWait()
-		case <-fire:
-			fire = nil
-			if hctx.Err() != nil || ended.Load() || !h.take() {
-				continue
-			}
-			res.Attempts++
-			res.Hedges++
-			running++
-			r.obs.hedge(ctx, HedgeInfo{Key: t.Key, Attempt: info.Attempt, After: time.Since(start)})
-			go func() {
-				var v T
-				wait, err := r.limiterWait(hctx, t, info.Attempt, true)
-				if err == nil {
-					copyInfo := AttemptInfo{Key: t.Key, Attempt: info.Attempt, Hedge: true, LimiterWait: wait}
-					start := monotime()
-					v, err = r.try(hctx, t, copyInfo, nil)
-					if hctx.Err() == nil { // a latency unless the attempt or the run cancelled it
-						h.record(monotime() - start)
-					}
-				}
-				done <- outcome{v: v, err: err, wait: wait}
-			}()
-		}
-	}
-	return first.v, first.err
 }

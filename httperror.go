@@ -34,10 +34,10 @@ func (e *HTTPError) RetryAfter() time.Duration { return e.Delay }
 
 // CheckResponse returns nil for a response with a status below 400, and an
 // [*HTTPError] otherwise, with the delay from its Retry-After header (in
-// seconds or as an HTTP date) or retry-after-ms header. Client errors that
-// another try cannot fix — every 4xx but 408, 425 and 429 — are wrapped in
-// backoff.Permanent so [WithRetry] does not repeat them; errors.As still
-// finds the *HTTPError.
+// seconds or as an HTTP date) or retry-after-ms header. A status that
+// [Retryable]'s table does not retry (every 4xx but 408, 409, 425 and 429)
+// is wrapped in backoff.Permanent, so that a RetryIf of its own sees it as
+// permanent too; errors.As still finds the *HTTPError.
 func CheckResponse(resp *http.Response) error {
 	if resp.StatusCode < 400 {
 		return nil
@@ -46,9 +46,7 @@ func CheckResponse(resp *http.Response) error {
 	if err.Status == "" {
 		err.Status = strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
 	}
-	switch code := resp.StatusCode; {
-	case code >= 500, code == http.StatusRequestTimeout, code == http.StatusTooEarly,
-		code == http.StatusTooManyRequests:
+	if retryableStatus(resp.StatusCode) {
 		return err
 	}
 	return backoff.Permanent(err)

@@ -2,7 +2,9 @@ package fanout
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -11,27 +13,47 @@ import (
 
 // Limiter is a rate limiter: WaitN blocks until n units may be used, or
 // returns an error if they cannot be before ctx ends. A *rate.Limiter from
-// golang.org/x/time/rate fits, and is the usual choice.
+// golang.org/x/time/rate fits, and is the usual choice. WaitN is called
+// from many goroutines at once (every worker and hedged copy of every run
+// sharing the limiter), so a Limiter must be safe for concurrent use.
+//
+// A limiter that reports its bucket size with a Burst() int method, as
+// *rate.Limiter does, has every task's charge checked against it before
+// the run starts. fanout waits on a *rate.Limiter (bare or in a
+// [Throttle]) without ever cancelling a reservation: a wait that is
+// abandoned keeps its tokens, because x/time/rate's cancellation can give
+// back more than it took and so let the limit be exceeded.
 type Limiter interface {
 	WaitN(ctx context.Context, n int) error
 }
 
 type limiterUse struct {
 	l        Limiter
-	perToken bool // charge Task.Tokens, not 1
+	perToken bool   // charge Task.Tokens, not 1
+	name     string // the option, for errors
+}
+
+// charge is what one attempt of a task with the given Tokens waits for.
+func (u limiterUse) charge(tokens int) int {
+	if u.perToken && tokens > 0 {
+		return tokens
+	}
+	return 1
 }
 
 // WithRateLimit makes every attempt, hedged copies and retries included,
 // first wait on l, charged the task's Tokens (1 when zero): a
 // tokens-per-minute budget of an LLM API. Pass the same limiter to several
-// runs to share it; pass several options to wait on several limiters.
+// runs to share it; pass several options to wait on several limiters, in
+// order. A task whose Tokens exceed the burst of l is refused before the
+// run starts.
 func WithRateLimit(l Limiter) Option {
 	return func(c *config) {
 		if l == nil {
 			c.invalid("WithRateLimit(nil): limiter must not be nil")
 			return
 		}
-		c.limiters = append(c.limiters, limiterUse{l: l, perToken: true})
+		c.limiters = append(c.limiters, limiterUse{l: l, perToken: true, name: "WithRateLimit"})
 	}
 }
 
@@ -44,22 +66,30 @@ func WithRequestLimit(l Limiter) Option {
 			c.invalid("WithRequestLimit(nil): limiter must not be nil")
 			return
 		}
-		c.limiters = append(c.limiters, limiterUse{l: l})
+		c.limiters = append(c.limiters, limiterUse{l: l, name: "WithRequestLimit"})
 	}
 }
 
 // Throttle is a [Limiter] with a cooldown: after Pause(d), every WaitN
-// first waits until d has passed. When an attempt gets a server-directed
-// delay (an HTTP 429 with Retry-After), the run pauses each of its
-// limiters that has a Pause(time.Duration) method, as Throttle does, so
-// that every task sharing the limiter backs off, not only the one that was
-// told to. A plain *rate.Limiter has no cooldown: wrap it with NewThrottle
-// to have one, and pass the same Throttle to every run that shares it.
-// A Throttle is safe for concurrent use.
+// waits until d has passed, both before and after it waits on the limiter
+// it wraps, so that a task already queued in that limiter does not start
+// during the cooldown. When an attempt gets a server-directed delay (an
+// HTTP 429 with Retry-After), the run pauses each of its Throttles, so
+// that every task sharing one backs off, not only the one that was told
+// to; and after every limiter a run waits on, it waits out the cooldown of
+// each of its Throttles again. A plain *rate.Limiter has no cooldown: wrap
+// it with NewThrottle to have one, and pass the same Throttle to every run
+// that shares it.
+//
+// The waiters of a cooldown are released over a short window after it
+// ends (a fifth of the pause, at most 5 s), not all in the same instant,
+// so that they do not trip the server's limit again together. A Throttle
+// is safe for concurrent use.
 type Throttle struct {
-	l     Limiter
-	mu    sync.Mutex
-	until time.Time
+	l      Limiter
+	mu     sync.Mutex
+	until  time.Time
+	spread time.Duration // the release window after until
 }
 
 // NewThrottle returns a Throttle over l. A nil l gives a cooldown with no
@@ -72,62 +102,102 @@ func (t *Throttle) Pause(d time.Duration) {
 	until := time.Now().Add(d)
 	t.mu.Lock()
 	if until.After(t.until) {
-		t.until = until
+		t.until, t.spread = until, spread(d)
 	}
 	t.mu.Unlock()
 }
 
-// WaitN waits out any cooldown, then waits on the underlying limiter.
+// WaitN waits out any cooldown, then waits on the underlying limiter, then
+// waits out any cooldown that began meanwhile.
 func (t *Throttle) WaitN(ctx context.Context, n int) error {
-	for {
-		t.mu.Lock()
-		wait := time.Until(t.until)
-		t.mu.Unlock()
-		if wait <= 0 {
-			break
-		}
-		if err := sleep(ctx, wait); err != nil {
+	if err := t.cool(ctx); err != nil {
+		return err
+	}
+	if t.l != nil {
+		if err := waitOn(ctx, t.l, n); err != nil {
 			return err
 		}
 	}
-	if t.l == nil {
-		return nil
-	}
-	return t.l.WaitN(ctx, n)
+	return t.cool(ctx)
 }
 
-// pauser is a limiter with a cooldown, such as *Throttle.
-type pauser interface{ Pause(time.Duration) }
+// cool waits until no cooldown is in force, and reports whether it had to.
+func (t *Throttle) cool(ctx context.Context) error {
+	_, err := t.coolDown(ctx)
+	return err
+}
 
-func (r *run[T]) pauseLimiters(d time.Duration) {
+func (t *Throttle) coolDown(ctx context.Context) (waited bool, err error) {
+	for {
+		t.mu.Lock()
+		left, window := time.Until(t.until), t.spread
+		t.mu.Unlock()
+		if left <= 0 {
+			return waited, nil
+		}
+		if err := sleep(ctx, left+randUpTo(window)); err != nil {
+			return waited, err
+		}
+		waited = true
+	}
+}
+
+// spread is the window over which the attempts told to wait d come back:
+// a fifth of d, at most 5 s.
+func spread(d time.Duration) time.Duration { return min(d/5, 5*time.Second) }
+
+// jitter is a random extra wait for a server-directed delay d, within
+// spread(d), so that the tasks told to wait together do not all retry in
+// the same instant.
+func jitter(d time.Duration) time.Duration { return randUpTo(spread(d)) }
+
+func randUpTo(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
+}
+
+// waitOn waits for n units of l, never cancelling a *rate.Limiter's
+// reservation (see waitRate).
+func waitOn(ctx context.Context, l Limiter, n int) error {
+	if rl, ok := l.(*rate.Limiter); ok {
+		return waitRate(ctx, rl, n)
+	}
+	return l.WaitN(ctx, n)
+}
+
+// pauseFor pauses the run's Throttles for the delay the server asked of
+// err, if any. A delay longer than any task would wait means giving up,
+// not pausing: one exhausted quota must not stall the rest of the run.
+func (r *run[T]) pauseFor(err error) {
+	d := serverDelay(err)
+	if d <= 0 || d > r.cfg.retry.maxWait() {
+		return
+	}
 	for _, u := range r.cfg.limiters {
-		if p, ok := u.l.(pauser); ok {
+		if p, ok := u.l.(interface{ Pause(time.Duration) }); ok {
 			p.Pause(d)
 		}
 	}
 }
 
 // waitLimiters waits on each of the run's limiters before the n-th
-// attempt of t and reports the time it took.
-func (r *run[T]) waitLimiters(ctx context.Context, t Task[T], n int, res *Result[T]) (time.Duration, error) {
-	wait, err := r.limiterWait(ctx, t, n, false)
-	res.LimiterWait += wait
-	return wait, err
-}
-
-func (r *run[T]) limiterWait(ctx context.Context, t Task[T], n int, hedge bool) (time.Duration, error) {
+// attempt of t (or its hedged copy), and after each, on every Throttle's
+// cooldown; it reports the time it took.
+func (r *run[T]) waitLimiters(ctx context.Context, t Task[T], n int, hedge bool) (time.Duration, error) {
 	if len(r.cfg.limiters) == 0 {
 		return 0, nil
 	}
 	start := time.Now()
 	var err error
 	for _, u := range r.cfg.limiters {
-		tokens := 1
-		if u.perToken && t.Tokens > 0 {
-			tokens = t.Tokens
+		tokens := u.charge(t.Tokens)
+		if err = waitOn(ctx, u.l, tokens); err == nil {
+			err = r.coolDowns(ctx)
 		}
-		if err = u.l.WaitN(ctx, tokens); err != nil {
-			err = fmt.Errorf("fanout: rate limiter: %w", r.limiterCause(ctx, u.l, tokens, err))
+		if err != nil {
+			err = r.refusal(ctx, u.l, tokens, err)
 			break
 		}
 	}
@@ -136,29 +206,79 @@ func (r *run[T]) limiterWait(ctx context.Context, t Task[T], n int, hedge bool) 
 	return wait, err
 }
 
-// limiterCause names why a limiter refused a wait. A *rate.Limiter (bare
-// or in a Throttle) refuses at once, before ctx ends, a wait that would
-// outlast ctx's deadline: then the error also matches the deadline's
-// cause, ErrRunTimeout when it is the run's own.
-func (r *run[T]) limiterCause(ctx context.Context, l Limiter, n int, err error) error {
-	if ctx.Err() != nil {
-		return withCause(ctx, err)
+// coolDowns waits until none of the run's Throttles is cooling down.
+func (r *run[T]) coolDowns(ctx context.Context) error {
+	for {
+		waited := false
+		for _, u := range r.cfg.limiters {
+			if th, ok := u.l.(*Throttle); ok {
+				w, err := th.coolDown(ctx)
+				if err != nil {
+					return err
+				}
+				waited = waited || w
+			}
+		}
+		if !waited {
+			return nil
+		}
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		return err
-	}
-	if rl, ok := rateLimiter(l); ok && n <= rl.Burst() {
-		return fmt.Errorf("%w: %w", r.deadlineCause, err)
-	}
-	return err // not a *rate.Limiter, or more than its bucket holds
 }
 
-func rateLimiter(l Limiter) (*rate.Limiter, bool) {
+var errRateLimiter = errors.New("fanout: rate limiter")
+
+// refusal names why a limiter refused a wait: the run's stop, if it has
+// stopped; or its deadline, if the limiter refused at once a wait that
+// would have outlasted it (a *rate.Limiter does), ErrRunTimeout when the
+// deadline is the run's own. A lazy source is then no longer pulled: the
+// tasks behind would be refused the same way, as fast as it can yield
+// them.
+func (r *run[T]) refusal(ctx context.Context, l Limiter, n int, err error) error {
+	err = wrap(errRateLimiter, ": ", err)
+	switch {
+	case ctx.Err() != nil:
+		if cause := context.Cause(ctx); !errors.Is(err, cause) {
+			err = wrap(cause, ": ", err)
+		}
+	case r.refusedForDeadline(ctx, l, n):
+		r.halt()
+		err = wrap(r.deadlineCause, ": ", err)
+	}
+	return err
+}
+
+func (r *run[T]) refusedForDeadline(ctx context.Context, l Limiter, n int) bool {
+	if _, ok := ctx.Deadline(); !ok {
+		return false
+	}
+	burst, ok := burstOf(l)
+	return ok && n <= burst
+}
+
+// burstOf returns the bucket size of l, if it reports one.
+func burstOf(l Limiter) (int, bool) {
 	switch l := l.(type) {
 	case *rate.Limiter:
-		return l, true
+		return l.Burst(), l.Limit() != rate.Inf
 	case *Throttle:
-		return rateLimiter(l.l)
+		if l.l == nil {
+			return 0, false
+		}
+		return burstOf(l.l)
+	case interface{ Burst() int }:
+		return l.Burst(), true
 	}
-	return nil, false
+	return 0, false
+}
+
+// checkCharges refuses, before any task starts, a task whose charge on a
+// limiter exceeds what the limiter's bucket can ever hold.
+func (c *config) checkCharges(key string, tokens int) error {
+	for _, u := range c.limiters {
+		if burst, ok := burstOf(u.l); ok && u.charge(tokens) > burst {
+			return fmt.Errorf("fanout: task %q: charge of %d exceeds the burst %d of the limiter of %s",
+				key, u.charge(tokens), burst, u.name)
+		}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 )
@@ -11,7 +12,8 @@ import (
 // are called synchronously from the goroutine doing the work, without any
 // lock of the run held, so a slow hook slows only its own task; a hook
 // that panics is recovered and ignored, and never costs a result. Hooks of
-// one run may be called concurrently.
+// one run may be called concurrently, so they must be safe for concurrent
+// use.
 //
 // RunStart and AttemptStart may return a derived context (a tracing span,
 // say): the run, or the attempt's call of Do, then runs under it, and the
@@ -20,7 +22,9 @@ type Observer struct {
 	// RunStart is called before any task starts; tasks is -1 for a lazy
 	// source.
 	RunStart func(ctx context.Context, tasks int) context.Context
-	// TaskStart is called when a task is about to make its first attempt.
+	// TaskStart is called once a task holds its slot, before it waits on
+	// the rate limiters for its first attempt. A key skipped before that
+	// (the run had stopped, the budget was spent) gets TaskDone alone.
 	TaskStart func(ctx context.Context, key string)
 	// AttemptStart is called before each call of Do, hedged copies too.
 	AttemptStart func(ctx context.Context, a AttemptInfo) context.Context
@@ -91,8 +95,8 @@ type TaskInfo struct {
 type RunSummary struct {
 	Tasks     int // keys in all
 	Succeeded int
-	Failed    int // failed after starting
-	Skipped   int // never started
+	Failed    int // failed, other than skipped
+	Skipped   int // never made an attempt: the error matches ErrSkipped
 	Attempts  int
 	Hedges    int
 	Cost      Cost
@@ -242,7 +246,7 @@ func (t *runTally) add(err error, attempts, hedges int) {
 	switch {
 	case err == nil:
 		t.succeeded.Add(1)
-	case attempts == 0:
+	case errors.Is(err, ErrSkipped):
 		t.skipped.Add(1)
 	default:
 		t.failed.Add(1)

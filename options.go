@@ -54,7 +54,10 @@ func WithLimit(n int) Option {
 // WithSemaphore caps the tasks in flight across every run that shares s,
 // as well as any WithLimit of this run. A task that itself calls Run with
 // the same semaphore does not deadlock: the nested run may use the slot
-// its calling task holds, so it always makes progress.
+// its calling task holds, for one of its tasks at a time, so it always
+// makes progress. However many runs are nested below that task (several
+// in turn or at once, under runs without s, in hedged copies), they share
+// that one slot, so the cap holds at every depth.
 func WithSemaphore(s *Semaphore) Option {
 	return func(c *config) {
 		if s == nil {
@@ -65,18 +68,13 @@ func WithSemaphore(s *Semaphore) Option {
 	}
 }
 
-// WithTaskTimeout gives each attempt of each task its own deadline of d.
-// An attempt that runs past it fails with an error matching both
-// [ErrTaskTimeout] and context.DeadlineExceeded. Its context behaves as
-// one from context.WithTimeoutCause: Deadline reports the deadline, Err
-// returns context.DeadlineExceeded and context.Cause ErrTaskTimeout; a
-// context the task derives from it reports the same cause, though its Err
-// is context.Canceled. A task that ignores its context is still waited
-// for, and keeps its value if it returns one without error.
-//
-// A run with deadlines costs 3 allocations and about 350 ns per task on
-// the benchmark machine, under half of an errgroup with a
-// context.WithTimeout per task (see BENCHMARKS.md).
+// WithTaskTimeout gives each attempt of each task its own deadline of d:
+// its context is made by context.WithTimeoutCause(ctx, d, ErrTaskTimeout).
+// An attempt that returns its context's error (or a context derived from
+// it, or an error wrapping either) once the deadline has passed fails with
+// an error matching both [ErrTaskTimeout] and context.DeadlineExceeded.
+// A task that ignores its context is still waited for, and keeps its
+// value if it returns one without error.
 func WithTaskTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d < 0 {
@@ -87,9 +85,9 @@ func WithTaskTimeout(d time.Duration) Option {
 	}
 }
 
-// WithTimeout bounds the whole run by d. When it passes, running tasks are
-// cancelled with cause [ErrRunTimeout] and tasks not yet started are
-// skipped.
+// WithTimeout bounds the whole run by d, counted from the call, before
+// any Observer's RunStart. When it passes, running tasks are cancelled
+// with cause [ErrRunTimeout] and tasks not yet started are skipped.
 func WithTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d < 0 {
@@ -102,7 +100,8 @@ func WithTimeout(d time.Duration) Option {
 
 // WithFailFast stops the run at the first failed key, as errgroup does:
 // running tasks are cancelled with that key's *TaskError as the cause and
-// tasks not yet started are skipped. By default a run collects every
+// tasks not yet started are skipped. A key skipped (for the budget, say)
+// is not a failure that stops the run. By default a run collects every
 // key's outcome.
 func WithFailFast() Option {
 	return func(c *config) { c.failFast = true }

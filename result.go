@@ -1,7 +1,9 @@
 package fanout
 
 import (
+	"encoding/json"
 	"errors"
+	"math"
 	"time"
 )
 
@@ -30,6 +32,88 @@ type Result[T any] struct {
 
 // OK reports whether the task succeeded.
 func (r Result[T]) OK() bool { return r.Err == nil }
+
+// resultJSON is the JSON form of a Result, as MarshalJSON documents it.
+type resultJSON[T any] struct {
+	Key           string    `json:"key"`
+	Index         int       `json:"index"`
+	Value         *T        `json:"value,omitempty"`
+	Error         string    `json:"error,omitempty"`
+	Kind          string    `json:"kind,omitempty"`
+	Attempts      int       `json:"attempts"`
+	Hedges        int       `json:"hedges"`
+	ElapsedMS     float64   `json:"elapsed_ms"`
+	LimiterWaitMS float64   `json:"limiter_wait_ms"`
+	Cost          *costJSON `json:"cost,omitempty"`
+}
+
+type costJSON struct {
+	Tokens int64   `json:"tokens"`
+	Cents  float64 `json:"cents"`
+}
+
+// MarshalJSON encodes r as one JSON object, so that a service can send
+// the results of a run:
+//
+//	{"key":"a","index":0,"value":…,"error":"…","kind":"timeout",
+//	 "attempts":2,"hedges":0,"elapsed_ms":1500.25,"limiter_wait_ms":0,
+//	 "cost":{"tokens":120,"cents":0.3}}
+//
+// value is Value's own JSON, present only when the key succeeded; error is
+// Err's message and kind its [ErrorKind], both absent on success;
+// elapsed_ms and limiter_wait_ms are Elapsed and LimiterWait in
+// milliseconds, with fractions; cost is absent when the key reported none.
+// [Result.UnmarshalJSON] decodes it back.
+func (r Result[T]) MarshalJSON() ([]byte, error) {
+	out := resultJSON[T]{
+		Key: r.Key, Index: r.Index, Attempts: r.Attempts, Hedges: r.Hedges,
+		ElapsedMS: millis(r.Elapsed), LimiterWaitMS: millis(r.LimiterWait),
+	}
+	if r.Err == nil {
+		out.Value = &r.Value
+	} else {
+		out.Error, out.Kind = r.Err.Error(), ErrorKind(r.Err)
+	}
+	if r.Cost != (Cost{}) {
+		out.Cost = &costJSON{Tokens: r.Cost.Tokens, Cents: r.Cost.Cents}
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON decodes what [Result.MarshalJSON] encodes. A key that
+// failed gets an Err whose Error() is the message sent, and which matches
+// with [errors.Is] what its kind names in [ErrorKind]'s table (kind
+// "timeout" matches ErrTaskTimeout, "canceled" context.Canceled, "budget"
+// both ErrBudgetExceeded and ErrSkipped), or, for "panic", a
+// [*PanicError] whose Value is the panic value as the message spelled it,
+// and whose Stack is empty. ErrorKind of the decoded Err is the kind sent;
+// an unknown kind matches nothing and is "error".
+func (r *Result[T]) UnmarshalJSON(data []byte) error {
+	var in resultJSON[T]
+	if err := json.Unmarshal(data, &in); err != nil {
+		return err
+	}
+	*r = Result[T]{
+		Key: in.Key, Index: in.Index, Attempts: in.Attempts, Hedges: in.Hedges,
+		Elapsed: fromMillis(in.ElapsedMS), LimiterWait: fromMillis(in.LimiterWaitMS),
+	}
+	if in.Value != nil {
+		r.Value = *in.Value
+	}
+	if in.Error != "" || in.Kind != "" {
+		r.Err = newRemoteError(in.Error, in.Kind)
+	}
+	if in.Cost != nil {
+		r.Cost = Cost{Tokens: in.Cost.Tokens, Cents: in.Cost.Cents}
+	}
+	return nil
+}
+
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func fromMillis(ms float64) time.Duration {
+	return time.Duration(math.Round(ms * float64(time.Millisecond)))
+}
 
 // Results holds one Result per key of a run. It answers by key, in input
 // order and as maps. A Results is safe for concurrent reads.

@@ -1,134 +1,68 @@
 package fanout
 
 import (
-	"cmp"
 	"context"
-	"iter"
-	"slices"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// source hands out tasks to workers. claim is safe for concurrent use.
-type source[T any] interface {
-	claim() (t Task[T], index int, ok bool)
-}
-
-// sliceTasks claims tasks from a slice with one atomic add each, in
-// priority order when any task has a Priority.
-type sliceTasks[T any] struct {
-	tasks []Task[T]
-	order []int // nil: input order
-	next  atomic.Int64
-}
-
-func sliceSource[T any](tasks []Task[T], cfg *config) *sliceTasks[T] {
-	s := &sliceTasks[T]{tasks: tasks}
-	if slices.ContainsFunc(tasks, func(t Task[T]) bool { return t.Priority != 0 }) {
-		s.order = make([]int, len(tasks))
-		for i := range s.order {
-			s.order[i] = i
-		}
-		slices.SortStableFunc(s.order, func(a, b int) int {
-			return cmp.Compare(tasks[b].Priority, tasks[a].Priority)
-		})
-	}
-	return s
-}
-
-func (s *sliceTasks[T]) claim() (Task[T], int, bool) {
-	k := int(s.next.Add(1) - 1)
-	if k >= len(s.tasks) {
-		return Task[T]{}, 0, false
-	}
-	if s.order != nil {
-		k = s.order[k]
-	}
-	return s.tasks[k], k, true
-}
-
-// lazyTasks pulls tasks from an iterator, one worker at a time.
-type lazyTasks[T any] struct {
-	mu    sync.Mutex
-	next  func() (Task[T], bool)
-	stop  func()
-	count int
-}
-
-func lazySource[T any](seq iter.Seq[Task[T]]) *lazyTasks[T] {
-	next, stop := iter.Pull(seq)
-	return &lazyTasks[T]{next: next, stop: stop}
-}
-
-func (s *lazyTasks[T]) claim() (Task[T], int, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, ok := s.next()
-	if !ok {
-		return t, 0, false
-	}
-	s.count++
-	return t, s.count - 1, true
-}
-
-// run is one execution of a set of tasks.
+// run is one execution of a set of tasks. Its workers claim tasks from a
+// source (source.go) and take each through the per-task path (task.go);
+// finish then records the key's Result where the entry point wants it.
 type run[T any] struct {
-	cfg     *config
-	ctx     context.Context
-	cancel  context.CancelCauseFunc
-	src     source[T]
-	lazy    bool
-	total   int // number of tasks, -1 when the source is lazy
-	workers int
-	start   time.Time
+	cfg    *config
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	src    source[T]
+	lazy   bool
+	total  int // number of tasks, -1 when the source is lazy
 
-	deadlineCause error // what the run's deadline, if any, ends it with
+	stopDeadline  context.CancelFunc // nil without WithTimeout
+	deadlineCause error              // what the run's deadline, if any, ends it with
 
-	gate   *semGate
+	sem    *Semaphore
+	borrow chan struct{} // the slot of the task this run is nested in, if any
 	hedger *hedger
 	spend  *spending
 	obs    *Observer
-	plain  bool // no retry, hedge, limiter, timeout or observer: the fast path
+	start  time.Time // for RunSummary.Elapsed, with an observer
+	plain  bool      // no retry, hedge, limiter, timeout or observer: the fast path
 
-	clock     runClock     // for attempt deadlines
-	deadlines []*deadlines // each worker's, to stop their attempts
-	dlMu      sync.Mutex
-	watching  sync.WaitGroup
-
-	fold    func(*Result[T]) // Gather: called with each Result under foldMu
+	work    func() // r.runWorker, as one method value
+	workers sync.WaitGroup
+	results []Result[T]          // Run and Gather: each worker writes its key's slot
+	emit    chan Result[T]       // Stream: completion order
+	live    atomic.Int32         // workers still running, for closing emit
+	fold    func(Result[T]) bool // Gather: the aggregator's Add, under foldMu
 	foldMu  sync.Mutex
-	results []Result[T]    // Run and Gather: each worker writes its key's slot
-	emit    chan Result[T] // Stream: completion order
-	live    atomic.Int32   // workers still running, for closing emit
-	tally   runTally       // counts for the observer's RunDone
-	release []func()       // undone when the run ends
+	halted  atomic.Bool           // a lazy source is no longer pulled
+	fatal   atomic.Pointer[error] // a panic or Goexit outside any task
+	tally   runTally
 }
 
 func newRun[T any](ctx context.Context, cfg *config, src source[T], total int) *run[T] {
-	r := &run[T]{cfg: cfg, src: src, total: total, lazy: total < 0}
+	r := &run[T]{cfg: cfg, src: src, total: total, lazy: total < 0, sem: cfg.sem}
+	var deadline time.Time
+	if cfg.timeout > 0 {
+		deadline = time.Now().Add(cfg.timeout) // before RunStart, which must not push it back
+	}
 	r.obs = combineObservers(cfg.observers)
 	if r.obs != nil {
-		r.start = time.Now() // for RunSummary.Elapsed
+		r.start = time.Now()
 		ctx = r.obs.runStart(ctx, total)
 	}
 	r.ctx, r.cancel = context.WithCancelCause(ctx)
 	r.deadlineCause = context.DeadlineExceeded
 	if cfg.timeout > 0 {
-		var stop context.CancelFunc
-		r.ctx, stop = context.WithTimeoutCause(r.ctx, cfg.timeout, ErrRunTimeout)
-		r.release = append(r.release, stop)
-		own, _ := r.ctx.Deadline()
-		if parent, ok := ctx.Deadline(); !ok || own.Before(parent) {
+		r.ctx, r.stopDeadline = context.WithDeadlineCause(r.ctx, deadline, ErrRunTimeout)
+		if parent, ok := ctx.Deadline(); !ok || deadline.Before(parent) {
 			r.deadlineCause = ErrRunTimeout
 		}
 	}
-	if cfg.taskTimeout > 0 {
-		r.clock = newRunClock()
-		r.watchStop()
-	}
-	if cfg.sem != nil {
-		r.gate = newSemGate(ctx, cfg.sem)
+	if r.sem != nil {
+		r.borrow = lease(ctx, r.sem)
 	}
 	if cfg.hedge != nil {
 		r.hedger = newHedger(*cfg.hedge, total)
@@ -136,72 +70,49 @@ func newRun[T any](ctx context.Context, cfg *config, src source[T], total int) *
 	r.spend = &spending{max: cfg.budget}
 	r.plain = cfg.retry == nil && cfg.hedge == nil && len(cfg.limiters) == 0 &&
 		cfg.taskTimeout == 0 && r.obs == nil
-	r.workers = workerCount(cfg, total)
+	r.work = r.runWorker
 	return r
 }
 
 // workerCount is how many goroutines claim tasks: the limit, or one per
 // task, or with only a semaphore its capacity plus a borrowed slot.
-func workerCount(cfg *config, total int) int {
-	n := total
-	if cfg.limit > 0 && (n < 0 || cfg.limit < n) {
-		n = cfg.limit
+func (r *run[T]) workerCount() int {
+	n := r.total
+	if r.cfg.limit > 0 && (n < 0 || r.cfg.limit < n) {
+		n = r.cfg.limit
 	}
-	if cfg.limit == 0 && cfg.sem != nil && (n < 0 || cfg.sem.Cap()+1 < n) {
-		n = cfg.sem.Cap() + 1
+	if r.cfg.limit == 0 && r.sem != nil && (n < 0 || r.sem.Cap()+1 < n) {
+		n = r.sem.Cap() + 1
 	}
 	return n
 }
 
-// watchStop cancels the attempts in flight when the run stops: their
-// deadline contexts are not registered on the run's context (see
-// deadline.go). The watch ends with the run.
-func (r *run[T]) watchStop() {
-	r.watching.Add(1)
-	stop := context.AfterFunc(r.ctx, func() {
-		defer r.watching.Done()
-		cause := context.Cause(r.ctx)
-		r.dlMu.Lock()
-		defer r.dlMu.Unlock()
-		for _, dl := range r.deadlines {
-			dl.stop(cause)
-		}
-	})
-	r.release = append(r.release, func() {
-		if stop() {
-			r.watching.Done()
-		}
-		r.watching.Wait()
-	})
+func (r *run[T]) startWorkers(n int) {
+	r.live.Add(int32(n))
+	for range n {
+		r.workers.Go(r.work)
+	}
 }
 
-// runAll runs every task, the calling goroutine among the workers, and
-// returns when all are done.
+// runAll runs every task and returns when all are done.
 func (r *run[T]) runAll() {
-	var wg sync.WaitGroup
-	work := r.work // one method value, not one per worker
-	for range r.workers - 1 {
-		wg.Go(work)
-	}
-	r.work()
-	wg.Wait()
+	r.startWorkers(r.workerCount())
+	r.workers.Wait()
 	r.end()
 }
 
 // stream runs the tasks and yields each Result as it completes. If yield
-// returns false, the rest are cancelled, and stream returns once they have
-// all ended.
+// returns false, or panics, the rest are cancelled, and stream returns once
+// every worker has ended.
 func (r *run[T]) stream(yield func(Result[T]) bool) {
-	r.emit = make(chan Result[T], r.workers)
-	r.live.Store(int32(r.workers))
-	work := r.work
-	for range r.workers {
-		go work()
-	}
+	n := r.workerCount()
+	r.emit = make(chan Result[T], n)
+	r.startWorkers(n)
 	defer func() {
 		r.cancel(ErrStopped)
 		for range r.emit {
 		}
+		r.workers.Wait()
 		r.end()
 	}()
 	for res := range r.emit {
@@ -212,8 +123,8 @@ func (r *run[T]) stream(yield func(Result[T]) bool) {
 }
 
 func (r *run[T]) end() {
-	for _, f := range r.release {
-		f()
+	if r.stopDeadline != nil {
+		r.stopDeadline()
 	}
 	if r.obs != nil {
 		r.obs.runDone(r.ctx, r.tally.summary(time.Since(r.start), r.spend.total()))
@@ -221,85 +132,157 @@ func (r *run[T]) end() {
 	r.cancel(nil)
 }
 
-// work claims and runs tasks until the source is exhausted. Once the run
-// has stopped, the tasks of a slice are claimed and recorded as skipped, so
-// every key has its Result; a lazy source, which may be endless, is no
-// longer pulled, nor once the budget is spent.
-func (r *run[T]) work() {
-	w := &worker[T]{Context: r.ctx, run: r}
-	if r.cfg.taskTimeout > 0 {
-		w.deadlines = &deadlines{}
-		r.dlMu.Lock()
-		r.deadlines = append(r.deadlines, w.deadlines)
-		r.dlMu.Unlock()
-		defer w.deadlines.close()
+// fail stops the run because user code outside any task (an aggregator, a
+// source) panicked or called runtime.Goexit. The first such error is the
+// run's fatal error.
+func (r *run[T]) fail(err error) {
+	r.fatal.CompareAndSwap(nil, &err)
+	r.cancel(err)
+}
+
+func (r *run[T]) fatalErr() error {
+	if p := r.fatal.Load(); p != nil {
+		return *p
 	}
-	w.now = monotime()
-	for !r.lazy || (r.ctx.Err() == nil && !r.spend.exceeded()) {
-		t, i, ok := r.src.claim()
+	return nil
+}
+
+// halt stops pulling a lazy source; the tasks already pulled go on.
+func (r *run[T]) halt() { r.halted.Store(true) }
+
+// pulling reports whether a lazy source may be pulled again.
+func (r *run[T]) pulling() bool {
+	return r.ctx.Err() == nil && !r.spend.exceeded() && !r.halted.Load()
+}
+
+// worker is one goroutine claiming tasks. Its scope is what its tasks'
+// context carries (spending, the slot a nested run may borrow).
+type worker[T any] struct {
+	ctx   context.Context
+	scope *scope
+	res   *Result[T]    // the key in hand, nil between keys
+	step  int           // how far the key in hand has got
+	start time.Duration // monotime when its task started, 0 before
+	done  bool          // the worker returned normally
+	spare Result[T]     // where a Result goes when the run keeps none
+}
+
+// The steps of a key's life on a worker, so that a worker whose goroutine
+// panics or exits part way still delivers its key exactly once.
+const (
+	stepIdle = iota
+	stepRunning
+	stepHooks
+	stepFold
+	stepEmit
+)
+
+// runWorker claims and runs tasks until the source has no more. Once the
+// run has stopped, the tasks of a slice are still claimed and recorded as
+// skipped, so every key has its Result.
+func (r *run[T]) runWorker() {
+	w := &worker[T]{scope: newScope(r.ctx, r.sem, r.spend)}
+	ctx := r.ctx
+	if r.cfg.taskTimeout > 0 {
+		// Each attempt's deadline context registers on its parent's
+		// mutex: a parent per worker keeps the workers from contending.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+	}
+	w.ctx = context.WithValue(ctx, scopeKey{}, w.scope)
+	defer r.recoverWorker(w)
+	for {
+		t, i, ok := r.src.claim(r.ctx)
 		if !ok {
 			break
 		}
-		res := &w.scratch
+		res := &w.spare
 		if r.results != nil {
 			res = &r.results[i]
 		} else {
 			*res = Result[T]{}
 		}
-		r.do(w, t, i, res)
-		r.finish(res)
-		if r.emit != nil {
-			r.emit <- *res
-			w.now = monotime() // the send may have waited for the consumer
+		w.res, w.step, w.start = res, stepRunning, 0
+		r.runTask(w, t, i, res)
+		r.finish(w)
+	}
+	w.done = true
+}
+
+// recoverWorker ends a worker. If its goroutine is ending because user code
+// called runtime.Goexit or panicked where fanout could not catch it, the
+// key in hand fails with that (or, if its task was done, the aggregator
+// that broke stops the run), the key is delivered, and another worker
+// takes this one's place.
+func (r *run[T]) recoverWorker(w *worker[T]) {
+	if !w.done {
+		p := recover()
+		err := ErrGoexit
+		if p != nil {
+			err = newPanicError(p)
 		}
+		switch w.step {
+		case stepRunning:
+			var zero T
+			w.res.Value, w.res.Err = zero, err
+			if w.start > 0 {
+				w.res.Elapsed = monotime() - w.start
+			}
+		case stepFold:
+			r.fail(err)
+		}
+		if w.res != nil {
+			r.finish(w)
+		}
+		r.startWorkers(1)
 	}
 	if r.emit != nil && r.live.Add(-1) == 0 {
 		close(r.emit)
 	}
 }
 
-// do runs task t, the i-th, into res, which must be zero.
-func (r *run[T]) do(w *worker[T], t Task[T], i int, res *Result[T]) {
-	// res is zero on entry: set fields one by one rather than copy a
-	// whole Result, which costs a bulk write barrier per task.
-	res.Key, res.Index = t.Key, i
-	if r.lazy {
-		if err := validateTask(i, t); err != nil {
-			res.Err = err
-			return
+// finish records the key in hand: fail-fast, the observer, the aggregator,
+// the stream. Each step is marked before it runs user code, so that a
+// worker that dies in one resumes with the next.
+func (r *run[T]) finish(w *worker[T]) {
+	res := w.res
+	if w.step < stepHooks {
+		w.step = stepHooks
+		if res.Err != nil && r.cfg.failFast && !errors.Is(res.Err, ErrSkipped) {
+			r.cancel(&TaskError{Key: res.Key, Err: res.Err})
+		}
+		if r.obs != nil {
+			r.tally.add(res.Err, res.Attempts, res.Hedges)
+			r.obs.taskDone(w.ctx, taskInfo(res))
 		}
 	}
-	if r.ctx.Err() != nil {
-		res.Err = skipped(context.Cause(r.ctx))
-		return
-	}
-	if r.gate != nil {
-		borrowed, err := r.gate.acquire(r.ctx)
-		if err != nil {
-			res.Err = skipped(err)
-			return
+	if w.step < stepFold {
+		w.step = stepFold
+		if r.fold != nil {
+			r.foldIn(*res)
 		}
-		defer r.gate.release(borrowed)
-		w.now = monotime()
 	}
-	if r.spend.exceeded() {
-		res.Err = skipped(ErrBudgetExceeded)
+	if w.step < stepEmit {
+		w.step = stepEmit
+		if r.emit != nil {
+			r.emit <- *res
+		}
+	}
+	w.res, w.step = nil, stepIdle
+}
+
+// foldIn passes res to the aggregator, one worker at a time, and stops the
+// run once it has decided. After a panic in the aggregator (which
+// recoverWorker turns into the run's fatal error) it is not called again.
+func (r *run[T]) foldIn(res Result[T]) {
+	r.foldMu.Lock()
+	defer r.foldMu.Unlock()
+	if r.fatal.Load() != nil {
 		return
 	}
-	// One clock read per task: a task starts when the one before it on
-	// this worker ended (claiming a task takes nanoseconds).
-	start := w.now
-	if r.plain {
-		res.Value, res.Err = call(w, t)
-		res.Attempts = 1
-	} else {
-		r.obs.taskStart(w, t.Key)
-		r.attempts(w, t, res)
-	}
-	w.now = monotime()
-	res.Elapsed = w.now - start
-	if w.spentAny.Load() {
-		res.Cost = w.takeSpent()
+	if r.fold(res) {
+		r.cancel(ErrStopped)
 	}
 }
 
@@ -308,77 +291,3 @@ var epoch = time.Now()
 
 // monotime reads the monotonic clock alone, which costs half of time.Now.
 func monotime() time.Duration { return time.Since(epoch) }
-
-// finish records a finished key: fail-fast, tallies, observer.
-func (r *run[T]) finish(res *Result[T]) {
-	if res.Err != nil && r.cfg.failFast {
-		r.cancel(&TaskError{Key: res.Key, Err: res.Err})
-	}
-	if r.fold != nil {
-		r.foldMu.Lock()
-		r.fold(res)
-		r.foldMu.Unlock()
-	}
-	if r.obs != nil {
-		r.tally.add(res.Err, res.Attempts, res.Hedges)
-		r.obs.taskDone(r.ctx, taskInfo(res))
-	}
-}
-
-// call runs one try of t, turning a panic into a *PanicError and a bare
-// context error into one that names the cause.
-func call[T any](ctx context.Context, t Task[T]) (v T, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = newPanicError(p)
-		}
-	}()
-	v, err = t.Do(ctx)
-	if err != nil {
-		err = withCause(ctx, err)
-	}
-	return v, err
-}
-
-// worker is the context a worker's tasks run under: the run's context,
-// plus what Spend and nested runs look up in it. One is made per worker,
-// not per task.
-type worker[T any] struct {
-	context.Context
-	run       *run[T]
-	deadlines *deadlines    // nil without WithTaskTimeout
-	now       time.Duration // monotime when the worker's last task ended
-	scratch   Result[T]     // where a Result goes when the run keeps none
-	mu        sync.Mutex
-	spent     Cost
-	spentAny  atomic.Bool
-}
-
-func (w *worker[T]) Value(key any) any {
-	switch k := key.(type) {
-	case spendKey:
-		return spender(w)
-	case heldSlot:
-		if w.run.gate != nil && k.sem == w.run.gate.sem {
-			return true
-		}
-	}
-	return w.Context.Value(key)
-}
-
-func (w *worker[T]) addSpent(c Cost) {
-	w.mu.Lock()
-	w.spent = w.spent.Add(c)
-	w.mu.Unlock()
-	w.spentAny.Store(true)
-	w.run.spend.add(c)
-}
-
-func (w *worker[T]) takeSpent() Cost {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	c := w.spent
-	w.spent = Cost{}
-	w.spentAny.Store(false)
-	return c
-}

@@ -31,41 +31,35 @@ func (s *Semaphore) Cap() int { return cap(s.slots) }
 // InUse returns the number of slots held right now.
 func (s *Semaphore) InUse() int { return len(s.slots) }
 
-// heldSlot marks a task's context as holding a slot of a Semaphore.
-type heldSlot struct{ sem *Semaphore }
+// A task holding a slot of a Semaphore lends it to the runs nested in
+// it, one of their tasks at a time: each worker keeps a lease, a channel
+// holding one token while its slot is free to borrow. However many runs
+// are nested below a task, in however many goroutines or hedged copies,
+// they share that one token, so the tasks in flight never exceed the
+// slots.
 
-// semGate hands out a run's slots: the shared semaphore's, plus the slot
-// the calling task holds when the run is nested inside one of its tasks.
-type semGate struct {
-	sem      *Semaphore
-	borrowed chan struct{} // nil unless nested; holds the caller's slot when free
-}
-
-func newSemGate(ctx context.Context, s *Semaphore) *semGate {
-	g := &semGate{sem: s}
-	if ctx.Value(heldSlot{s}) != nil {
-		g.borrowed = make(chan struct{}, 1)
-		g.borrowed <- struct{}{}
+// lease returns the lease of the innermost task under ctx that holds a
+// slot of s, or nil if none does.
+func lease(ctx context.Context, s *Semaphore) chan struct{} {
+	for sc, _ := ctx.Value(scopeKey{}).(*scope); sc != nil; sc = sc.parent {
+		if sc.sem == s {
+			return sc.lease
+		}
 	}
-	return g
+	return nil
 }
 
-// acquire waits for a slot and reports whether it was the borrowed one.
-func (g *semGate) acquire(ctx context.Context) (borrowed bool, err error) {
+// acquire waits for a slot of s, or for the lease of the task the run is
+// nested in (nil if none), and returns how to give it back.
+func (s *Semaphore) acquire(ctx context.Context, borrow chan struct{}) (release func(), err error) {
 	select {
-	case g.sem.slots <- struct{}{}:
-		return false, nil
-	case <-g.borrowed:
-		return true, nil
+	case s.slots <- struct{}{}:
+		return s.release, nil
+	case <-borrow:
+		return func() { borrow <- struct{}{} }, nil
 	case <-ctx.Done():
-		return false, context.Cause(ctx)
+		return nil, context.Cause(ctx)
 	}
 }
 
-func (g *semGate) release(borrowed bool) {
-	if borrowed {
-		g.borrowed <- struct{}{}
-		return
-	}
-	<-g.sem.slots
-}
+func (s *Semaphore) release() { <-s.slots }

@@ -2,37 +2,86 @@ package fanout
 
 import (
 	"context"
-	"fmt"
+	"errors"
+	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/cenkalti/backoff/v4"
 )
 
-// attempts runs t on worker w until it succeeds, its retries run out, or
-// the run stops.
-func (r *run[T]) attempts(w *worker[T], t Task[T], res *Result[T]) {
-	var ctx context.Context = w
-	policy := r.cfg.retry
-	var b backoff.BackOff
-	for n := 1; ; n++ {
-		wait, err := r.waitLimiters(ctx, t, n, res)
-		if err != nil {
-			res.Err = withLast(err, res.Err)
+// A task's life on a worker, top to bottom: runTask takes a claimed task
+// to its outcome; attempts is the retry loop; each attempt waits on the
+// rate limiters and checks the budget, then try makes one call, or hedged
+// races the call against one copy of it; call runs Do under the attempt's
+// deadline and turns a panic into the key's error.
+
+// runTask runs task t, the i-th, into res, which is zero but for its
+// place in the run.
+func (r *run[T]) runTask(w *worker[T], t Task[T], i int, res *Result[T]) {
+	// Set fields one by one rather than copy a whole Result, which costs
+	// a bulk write barrier per task.
+	res.Key, res.Index = t.Key, i
+	if r.lazy {
+		if err := validateTask(r.cfg, i, t); err != nil {
+			res.Err = err
 			return
 		}
-		v, err := r.attempt(w, t, AttemptInfo{Key: t.Key, Attempt: n, LimiterWait: wait}, res)
+	}
+	if r.ctx.Err() != nil {
+		res.Err = skipped(context.Cause(r.ctx))
+		return
+	}
+	if r.sem != nil {
+		release, err := r.sem.acquire(r.ctx, r.borrow)
+		if err != nil {
+			res.Err = skipped(err)
+			return
+		}
+		defer release()
+	}
+	w.start = monotime()
+	if r.plain {
+		r.callOnce(w, t, res)
+	} else {
+		r.obs.taskStart(w.ctx, t.Key)
+		r.attempts(w.ctx, t, res)
+	}
+	res.Elapsed = monotime() - w.start
+	res.Cost = w.scope.takeSpent()
+}
+
+// callOnce is the fast path: one call, no policy but the budget.
+func (r *run[T]) callOnce(w *worker[T], t Task[T], res *Result[T]) {
+	if r.spend.exceeded() {
+		res.Err = skipped(ErrBudgetExceeded)
+		return
+	}
+	res.Attempts = 1
+	v, err := r.call(w.ctx, t)
+	if err != nil {
+		res.Err = err
+		return
+	}
+	res.Value = v
+}
+
+// attempts runs t until it succeeds, its retries run out, or the run
+// stops.
+func (r *run[T]) attempts(ctx context.Context, t Task[T], res *Result[T]) {
+	policy := r.cfg.retry
+	var b BackOff
+	for n := 1; ; n++ {
+		wait, err := r.ready(ctx, t, n, false)
+		res.LimiterWait += wait
+		if err != nil {
+			res.Err = notStarted(err, res.Err)
+			return
+		}
+		v, err := r.attempt(ctx, t, AttemptInfo{Key: t.Key, Attempt: n, LimiterWait: wait}, res)
 		if err == nil {
 			res.Value, res.Err = v, nil
 			return
 		}
 		res.Err = err
-		if d := serverDelay(err); d > 0 && d <= policy.maxWait() {
-			// The server's word holds for everyone sharing the limiters,
-			// whether or not this task retries. A delay longer than any
-			// task would wait means giving up, not pausing: one exhausted
-			// quota must not stall the rest of the run.
-			r.pauseLimiters(d)
-		}
 		if policy == nil || n >= policy.maxAttempts() || ctx.Err() != nil || !policy.retryable(err) {
 			return
 		}
@@ -43,6 +92,9 @@ func (r *run[T]) attempts(w *worker[T], t Task[T], res *Result[T]) {
 		if !ok {
 			return
 		}
+		if server && policy.Jitter >= 0 {
+			wait += jitter(wait)
+		}
 		r.obs.retry(ctx, RetryInfo{Key: t.Key, Attempt: n, Wait: wait, ServerDirected: server, Err: err})
 		if err := sleep(ctx, wait); err != nil {
 			res.Err = withLast(err, res.Err)
@@ -51,57 +103,218 @@ func (r *run[T]) attempts(w *worker[T], t Task[T], res *Result[T]) {
 	}
 }
 
-// withLast joins the reason a task stopped waiting with the error of its
-// last attempt, which backoff alone would lose.
-func withLast(stop, last error) error {
-	if last == nil {
-		return stop
+// ready waits on the run's rate limiters for the n-th attempt of t, or a
+// hedged copy of it, then checks the budget: the last moment before the
+// call is paid for.
+func (r *run[T]) ready(ctx context.Context, t Task[T], n int, hedge bool) (time.Duration, error) {
+	wait, err := r.waitLimiters(ctx, t, n, hedge)
+	if err == nil && r.spend.exceeded() {
+		err = ErrBudgetExceeded
 	}
-	return fmt.Errorf("%w; last attempt: %w", stop, last)
+	return wait, err
+}
+
+// notStarted is the error of a key whose next attempt could not start:
+// skipped if it never made one, or the reason with the last attempt's
+// error.
+func notStarted(reason, last error) error {
+	if last == nil && errors.Is(reason, ErrBudgetExceeded) {
+		return skipped(reason)
+	}
+	return withLast(reason, last)
+}
+
+// withLast joins the reason a task stopped trying with the error of its
+// last attempt, which backoff alone would lose.
+func withLast(reason, last error) error {
+	if last == nil {
+		return reason
+	}
+	return wrap(reason, "; last attempt: ", last)
 }
 
 // attempt makes one try of t, hedged if the run hedges.
-func (r *run[T]) attempt(w *worker[T], t Task[T], info AttemptInfo, res *Result[T]) (T, error) {
+func (r *run[T]) attempt(ctx context.Context, t Task[T], info AttemptInfo, res *Result[T]) (T, error) {
 	res.Attempts++
 	if r.hedger != nil {
-		return r.hedged(w, t, info, res)
+		return r.hedged(ctx, t, info, res)
 	}
-	return r.try(w, t, info, w.deadlines)
+	return r.try(ctx, t, info)
 }
 
-// try makes one call of t under the per-attempt deadline, armed with dl
-// when the attempt runs alone on its worker.
-func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo, dl *deadlines) (T, error) {
+// try makes one call of t, tells the observer, and pauses the run's
+// Throttles if the server asked everyone to wait.
+func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo) (T, error) {
 	ctx = r.obs.attemptStart(ctx, info)
-	timed := r.obs != nil
 	var start time.Duration
-	if timed {
+	if r.obs != nil {
 		start = monotime()
 	}
-	actx := ctx
-	if d := r.cfg.taskTimeout; d > 0 {
-		// The fast deadline needs the run to be the only thing that can
-		// cancel ctx; an observer's context of values keeps that true.
-		if dl != nil && ctx.Done() == r.ctx.Done() {
-			actx = dl.begin(&r.clock, r.ctx, ctx, d)
-			defer dl.finish()
-		} else {
-			var cancel context.CancelFunc
-			actx, cancel = context.WithTimeoutCause(ctx, d, ErrTaskTimeout)
-			defer cancel()
-		}
+	v, err := r.call(ctx, t)
+	if err != nil {
+		r.pauseFor(err)
 	}
-	v, err := call(actx, t)
-	if timed {
+	if r.obs != nil {
 		info.Elapsed, info.Err = monotime()-start, err
 		r.obs.attemptDone(ctx, info)
 	}
 	return v, err
 }
 
-// sleep waits for d or until ctx ends, and then returns ctx's cause.
+// call runs t's Do once, under the attempt's deadline if the run sets one.
+// A panic becomes a *PanicError, and a bare context error one that also
+// names the cause. On error the value is zero.
+func (r *run[T]) call(ctx context.Context, t Task[T]) (v T, err error) {
+	if d := r.cfg.taskTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, d, ErrTaskTimeout)
+		defer cancel()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			var zero T
+			v, err = zero, newPanicError(p)
+		}
+	}()
+	v, err = t.Do(ctx)
+	if err != nil {
+		var zero T
+		v, err = zero, withCause(ctx, err)
+	}
+	return v, err
+}
+
+// outcome is how one copy of a hedged attempt ended.
+type outcome[T any] struct {
+	v      T
+	err    error
+	hedge  bool          // the copy, not the attempt
+	called bool          // Do was called: the copy passed its limiters and the budget
+	wait   time.Duration // the copy's limiter wait
+}
+
+// hedged makes one attempt of t and, if it runs past the hedge delay, one
+// copy of it. The first success wins and cancels the other with
+// ErrHedgeLost; if both fail, the attempt's own error is the answer.
+// Either way both have ended when hedged returns.
+func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *Result[T]) (T, error) {
+	if info.Attempt == 1 {
+		r.hedger.started.Add(1) // tasks, not attempts: retries do not grow the budget
+	}
+	var calls sync.WaitGroup
+	defer calls.Wait()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan outcome[T], 2)
+	var ended atomic.Bool // set as soon as the attempt returns, before it reports
+	start := time.Now()
+	calls.Go(func() { r.firstCopy(ctx, t, info, &ended, done) })
+
+	first, finished := r.awaitHedge(start, done)
+	if finished {
+		return first.v, first.err
+	}
+	if ended.Load() || ctx.Err() != nil || !r.hedger.take() {
+		first = <-done
+		return first.v, first.err
+	}
+	r.obs.hedge(ctx, HedgeInfo{Key: t.Key, Attempt: info.Attempt, After: time.Since(start)})
+	calls.Go(func() { r.secondCopy(ctx, t, info, done) })
+
+	first = <-done
+	if first.err == nil {
+		cancel(ErrHedgeLost)
+	}
+	second := <-done
+	attempt, hedge := first, second
+	if first.hedge {
+		attempt, hedge = second, first
+	}
+	res.LimiterWait += hedge.wait
+	if hedge.called {
+		res.Attempts++
+		res.Hedges++
+	}
+	switch {
+	case first.err == nil:
+		return first.v, nil
+	case second.err == nil:
+		return second.v, nil
+	}
+	return attempt.v, attempt.err
+}
+
+// awaitHedge waits until the attempt started at start has run for the
+// hedge delay, or until it ends first: then it returns its outcome and
+// true.
+func (r *run[T]) awaitHedge(start time.Time, done <-chan outcome[T]) (outcome[T], bool) {
+	for {
+		d, known, changed := r.hedger.delay()
+		if known {
+			timer := time.NewTimer(d - time.Since(start))
+			defer timer.Stop()
+			select {
+			case o := <-done:
+				return o, true
+			case <-timer.C:
+				return outcome[T]{}, false
+			}
+		}
+		select {
+		case o := <-done:
+			return o, true
+		case <-changed: // the estimate may be known now
+		}
+	}
+}
+
+// firstCopy runs the attempt itself, and times it for the hedge delay
+// unless it was cancelled. A panic or Goexit is its outcome's error.
+func (r *run[T]) firstCopy(ctx context.Context, t Task[T], info AttemptInfo, ended *atomic.Bool, done chan<- outcome[T]) {
+	h := r.hedger
+	h.begin()
+	start := monotime()
+	o := outcome[T]{called: true, err: ErrGoexit}
+	defer func() {
+		if p := recover(); p != nil {
+			o.err = newPanicError(p)
+		}
+		ended.Store(true)
+		h.end(monotime()-start, ctx.Err() == nil)
+		done <- o
+	}()
+	o.v, o.err = r.try(ctx, t, info)
+}
+
+// secondCopy waits on the limiters and the budget like any attempt, then
+// runs the hedged copy.
+func (r *run[T]) secondCopy(ctx context.Context, t Task[T], info AttemptInfo, done chan<- outcome[T]) {
+	o := outcome[T]{hedge: true, err: ErrGoexit}
+	var start time.Duration
+	defer func() {
+		if p := recover(); p != nil {
+			o.err = newPanicError(p)
+		}
+		if o.called && ctx.Err() == nil { // a latency unless the attempt or the run cancelled it
+			r.hedger.record(monotime() - start)
+		}
+		done <- o
+	}()
+	if o.wait, o.err = r.ready(ctx, t, info.Attempt, true); o.err != nil {
+		return
+	}
+	info.Hedge, info.LimiterWait = true, o.wait
+	o.called, start = true, monotime()
+	o.v, o.err = r.try(ctx, t, info)
+}
+
+// sleep waits for d or until ctx ends, and then returns ctx's cause. A
+// context that has already ended ends even a zero wait.
 func sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
 		return nil
 	}
 	t := time.NewTimer(d)

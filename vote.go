@@ -1,8 +1,8 @@
 package fanout
 
 import (
+	"cmp"
 	"context"
-	"fmt"
 )
 
 // Tally is the outcome of a [Vote] or [WeightedVote].
@@ -72,7 +72,7 @@ func (v *vote[T, V]) Begin(tasks []Task[T]) {
 	if v.weighted {
 		v.weights = make([]float64, len(tasks))
 		for i, t := range tasks {
-			v.weights[i] = cmpOr(t.Weight, 1)
+			v.weights[i] = cmp.Or(t.Weight, 1)
 		}
 	}
 	v.remaining = 0
@@ -125,7 +125,7 @@ func (v *vote[T, V]) leaders() (lead V, second float64) {
 func (v *vote[T, V]) Result(context.Context) (Tally[V], error) {
 	t := Tally[V]{Counts: v.counts, Total: v.total, Decided: v.decided, Failed: len(v.failed), Stopped: v.stopped}
 	if v.total == 0 {
-		return t, fmt.Errorf("fanout: vote: no key succeeded: %w", v.failed.err())
+		return t, v.failed.none("vote")
 	}
 	t.Winner, _ = v.leaders()
 	t.Votes = v.counts[t.Winner]

@@ -189,9 +189,10 @@ func TestDemoInABubble(t *testing.T) {
 			t.Errorf("scholar's second attempt started %v after its 429, want 1s", gap)
 		}
 	})
-	t.Run("forum waits the 300ms its retry-after-ms asks for", func(t *testing.T) {
+	t.Run("forum waits the 300ms its retry-after-ms asks for, plus at most a fifth", func(t *testing.T) {
 		s := source(t, r, "forum")
-		if rt := s.Retries; !s.OK() || s.Attempts != 2 || len(rt) != 1 || rt[0].Wait != 300*time.Millisecond || !rt[0].ServerDirected {
+		if rt := s.Retries; !s.OK() || s.Attempts != 2 || len(rt) != 1 || rt[0].Wait < 300*time.Millisecond ||
+			rt[0].Wait >= 360*time.Millisecond || !rt[0].ServerDirected {
 			t.Fatalf("forum: %d attempts, retries %+v, error %v", s.Attempts, rt, s.Err)
 		}
 	})
@@ -223,11 +224,13 @@ func TestDemoInABubble(t *testing.T) {
 			t.Errorf("patents: %d attempts (%d hedges), error %v; want 3 tries timing out", s.Attempts, s.Hedges, s.Err)
 		}
 	})
-	t.Run("the same seed gives the same run", func(t *testing.T) {
+	t.Run("the same seed gives the same outcomes", func(t *testing.T) {
+		// Not the same timings: fanout spreads server-directed waits at
+		// random, so that the tasks told to wait do not return together.
 		_, again, _ := demoInABubble(t)
 		for i, s := range again.Sources {
 			was := r.Sources[i]
-			if s.Elapsed != was.Elapsed || s.Attempts != was.Attempts || s.Hedges != was.Hedges || s.LimiterWait != was.LimiterWait {
+			if s.OK() != was.OK() || s.Attempts != was.Attempts || s.Hedges != was.Hedges {
 				t.Errorf("%s: %v %d attempts %d hedges, then %v %d attempts %d hedges", s.Key,
 					was.Elapsed, was.Attempts, was.Hedges, s.Elapsed, s.Attempts, s.Hedges)
 			}

@@ -1,0 +1,4 @@
+package fanout
+
+// HTTPStatus lets the tests in package fanout_test check httpStatus.
+var HTTPStatus = httpStatus
