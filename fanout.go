@@ -35,6 +35,7 @@ import (
 	"iter"
 	"slices"
 	"strconv"
+	"sync"
 )
 
 // Task is one keyed unit of work.
@@ -215,9 +216,8 @@ func Gather[T, R any](ctx context.Context, tasks []Task[T], agg Aggregator[T, R]
 // called runtime.Goexit, which guard cannot stop but runs f on a goroutine
 // of its own to survive.
 func guard(f func()) (err error) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		err = ErrGoexit
 		defer func() {
 			if p := recover(); p != nil {
@@ -226,8 +226,8 @@ func guard(f func()) (err error) {
 		}()
 		f()
 		err = nil
-	}()
-	<-done
+	})
+	wg.Wait()
 	return err
 }
 
