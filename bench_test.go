@@ -221,6 +221,55 @@ func BenchmarkRunTaskTimeout(b *testing.B) {
 	}
 }
 
+// errLoopTimeout is BenchmarkTimeoutLoop's cause, as ErrTaskTimeout is
+// Run's.
+var errLoopTimeout = errors.New("bench: task timeout")
+
+// BenchmarkTimeoutLoop is the least a per-task timeout can cost: each task
+// called under its own context.WithTimeoutCause, cancelled when it
+// returns, and nothing else. It is the baseline RunTaskTimeout is held
+// against. shape=pool is BenchmarkFloor's worker pool, the same
+// concurrency as Run; shape=sequential is one goroutine and a for loop.
+// The parent is the same context.Background() that RunTaskTimeout gets.
+func BenchmarkTimeoutLoop(b *testing.B) {
+	call := func(parent context.Context, t fanout.Task[int]) (int, error) {
+		ctx, cancel := context.WithTimeoutCause(parent, time.Minute, errLoopTimeout)
+		v, err := t.Do(ctx)
+		cancel()
+		return v, err
+	}
+	for _, shape := range []string{"pool", "sequential"} {
+		for _, n := range sizes {
+			b.Run(fmt.Sprint("shape=", shape, "/n=", n), func(b *testing.B) {
+				tasks := benchTasks(n)
+				ctx := context.Background()
+				b.ReportAllocs()
+				for b.Loop() {
+					vals := make([]int, n)
+					errs := make([]error, n)
+					if shape == "sequential" {
+						for i, t := range tasks {
+							vals[i], errs[i] = call(ctx, t)
+						}
+						continue
+					}
+					var next atomic.Int64
+					var wg sync.WaitGroup
+					for range benchLimit {
+						wg.Go(func() {
+							for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+								vals[i], errs[i] = call(ctx, tasks[i])
+							}
+						})
+					}
+					wg.Wait()
+				}
+				perTask(b, n)
+			})
+		}
+	}
+}
+
 func BenchmarkStream(b *testing.B) {
 	tasks := benchTasks(1000)
 	ctx := context.Background()

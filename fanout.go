@@ -25,7 +25,14 @@
 // and [WithObserver] watches it all.
 //
 // No goroutine started by a run outlives the call that started it: tasks
-// that ignore their context are waited for.
+// that ignore their context are waited for (the one exception, a
+// [StreamSeq] source blocked when its run stops, is documented there).
+// User code that panics or calls runtime.Goexit never takes a worker down
+// with it: in a task it fails that key, in an aggregator it is [Gather]'s
+// error, in a lazy source it is raised again where the sequence is ranged.
+//
+// Start with [Run]; the per-task path (slot, limiters, budget, retries,
+// hedging, the call) is the same under every entry point.
 package fanout
 
 import (
