@@ -450,3 +450,46 @@ func TestHedgeMinSamples(t *testing.T) {
 		assert.Equal(t, 1, slow.Hedges, "three samples are enough when MinSamples says so")
 	})
 }
+
+func TestRateBoundAfterHedgesAndStops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const perSecond, burst = 10, 5
+		lim := rate.NewLimiter(perSecond, burst)
+		s := newStarts()
+		// Slow first attempts are hedged; their copies wait on the limiter
+		// and are abandoned when the attempt wins. Every other run is cut
+		// by its timeout while its tasks wait.
+		var wg sync.WaitGroup
+		for run := range 6 {
+			wg.Go(func() {
+				tasks := make([]fanout.Task[int], 20)
+				for i := range tasks {
+					key := string(rune('a'+run)) + string(rune('a'+i))
+					tasks[i] = s.task(key, 0, func(n int) error {
+						if n == 1 {
+							time.Sleep(300 * time.Millisecond)
+						}
+						return nil
+					})
+				}
+				opts := []fanout.Option{fanout.WithRequestLimit(lim), fanout.WithLimit(4),
+					fanout.WithHedge(fanout.HedgePolicy{Delay: 100 * time.Millisecond, MaxExtra: 1})}
+				if run%2 == 1 {
+					opts = append(opts, fanout.WithTimeout(time.Duration(run)*time.Second))
+				}
+				_, _ = fanout.Run(context.Background(), tasks, opts...)
+			})
+		}
+		wg.Wait()
+		all := s.all()
+		require.Greater(t, len(all), 50)
+		for i := range all {
+			for j := i; j < len(all); j++ {
+				allowed := burst + perSecond*(all[j]-all[i]).Seconds()
+				if float64(j-i+1) > allowed+1e-9 {
+					t.Fatalf("%d calls between %v and %v; the limiter allows %.1f", j-i+1, all[i], all[j], allowed)
+				}
+			}
+		}
+	})
+}
