@@ -39,9 +39,17 @@ func Spend(ctx context.Context, c Cost) {
 // running finish; a key that never started is skipped with an error
 // matching both [ErrSkipped] and [ErrBudgetExceeded], and a key refused a
 // retry fails with an error matching ErrBudgetExceeded and carrying its
-// last attempt's error. Tasks report after they spend, so a run may go
-// past max by what the attempts in flight spend. The zero Cost means no
-// budget, so the option can be built unconditionally.
+// last attempt's error. The zero Cost means no budget, so the option can
+// be built unconditionally.
+//
+// Tasks report after they spend. When max sets Tokens, each attempt in
+// flight counts as its Task.Tokens until it ends, so an attempt starts
+// only if what was spent, plus the estimates of the attempts in flight,
+// plus its own, fits in max; otherwise it waits for the attempts in flight
+// to end, and is refused if it cannot fit even then. So with estimates
+// that are not exceeded the run stays within max, however many attempts
+// run at once. Cents have no estimate: a run may go past a Cents budget by
+// what the attempts in flight spend.
 func WithBudget(max Cost) Option {
 	return func(c *config) {
 		if max.Tokens < 0 || max.Cents < 0 {
@@ -52,16 +60,71 @@ func WithBudget(max Cost) Option {
 	}
 }
 
-// spending totals a run's costs.
+// spending totals a run's costs, and the estimates of its attempts in
+// flight.
 type spending struct {
-	max Cost // zero: no budget
-	mu  sync.Mutex
-	sum Cost
+	max      Cost // zero: no budget
+	mu       sync.Mutex
+	sum      Cost
+	inFlight int64         // estimated tokens of the attempts running
+	changed  chan struct{} // closed when an attempt ends; nil if nobody waits
 }
 
 func (s *spending) add(c Cost) {
 	s.mu.Lock()
 	s.sum = s.sum.Add(c)
+	s.mu.Unlock()
+}
+
+// admit lets an attempt estimated at est tokens start, or reports that the
+// budget is spent: it waits while est does not fit beside the attempts in
+// flight, and refuses once it could not fit even alone. An admitted
+// attempt must be ended with done(est).
+func (s *spending) admit(ctx context.Context, est int64) error {
+	if s.max == (Cost{}) {
+		return nil
+	}
+	if s.max.Tokens == 0 {
+		est = 0
+	}
+	s.mu.Lock()
+	for {
+		if s.sum.reaches(s.max) || (est > 0 && s.sum.Tokens+est > s.max.Tokens) {
+			s.mu.Unlock()
+			return ErrBudgetExceeded
+		}
+		if est == 0 || s.sum.Tokens+s.inFlight+est <= s.max.Tokens {
+			s.inFlight += est
+			s.mu.Unlock()
+			return nil
+		}
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		s.mu.Lock()
+	}
+}
+
+// done ends an attempt admitted with est.
+func (s *spending) done(est int64) {
+	if s.max == (Cost{}) {
+		return
+	}
+	s.mu.Lock()
+	if s.max.Tokens > 0 {
+		s.inFlight -= est
+	}
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 	s.mu.Unlock()
 }
 

@@ -181,7 +181,9 @@ func StreamSeq[T any](ctx context.Context, tasks iter.Seq[Task[T]], opts ...Opti
 // If agg panics or calls runtime.Goexit (in Begin, Add or Result, or in a
 // function given to a built-in aggregator), the run stops, every task
 // ends, and Gather returns the panic as a [*PanicError] (or [ErrGoexit]);
-// agg is not called again.
+// agg is not called again. What agg.Result reports through [Spend] (a
+// Collect step that calls an LLM, say) counts in the run's [WithBudget]
+// and in the RunSummary of its Observer.
 func Gather[T, R any](ctx context.Context, tasks []Task[T], agg Aggregator[T, R], opts ...Option) (R, error) {
 	var zero R
 	if agg == nil {
@@ -201,19 +203,27 @@ func Gather[T, R any](ctx context.Context, tasks []Task[T], agg Aggregator[T, R]
 			return zero, err
 		}
 	}
-	if len(tasks) > 0 {
-		r := newRun(ctx, cfg, sliceSource(tasks), len(tasks))
-		// Add runs on the worker that finished the task, before it claims
-		// another, so a decision is made before the next task can start.
-		r.fold = agg.Add
-		r.runAll()
-		if err := r.fatalErr(); err != nil {
-			return zero, err
-		}
+	if len(tasks) == 0 {
+		return result(ctx, agg)
 	}
-	var res R
-	var err error
+	r := newRun(ctx, cfg, sliceSource(tasks), len(tasks))
+	defer r.end()
+	// Add runs on the worker that finished the task, before it claims
+	// another, so a decision is made before the next task can start.
+	r.fold = agg.Add
+	r.runWorkers()
+	if err := r.fatalErr(); err != nil {
+		return zero, err
+	}
+	// What agg.Result spends (a judging LLM call) counts in the run's
+	// total and budget.
+	return result(context.WithValue(ctx, scopeKey{}, newScope(ctx, nil, r.spend)), agg)
+}
+
+// result calls agg.Result, turning a panic or Goexit into its error.
+func result[T, R any](ctx context.Context, agg Aggregator[T, R]) (res R, err error) {
 	if perr := guard(func() { res, err = agg.Result(ctx) }); perr != nil {
+		var zero R
 		return zero, perr
 	}
 	return res, err

@@ -3,6 +3,7 @@ package fanout
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"time"
 )
@@ -120,6 +121,26 @@ func fromMillis(ms float64) time.Duration {
 type Results[T any] struct {
 	list  []Result[T]
 	index map[string]int
+}
+
+// NewResults returns the Results of tasks run by other means (a
+// provider's batch API, say), so that they read like a [Run]'s: list holds
+// one Result per key in input order, and each Result's Index is set to its
+// position. An empty or duplicate key is an error. NewResults keeps list.
+func NewResults[T any](list []Result[T]) (*Results[T], error) {
+	index := make(map[string]int, len(list))
+	for i := range list {
+		key := list[i].Key
+		if key == "" {
+			return nil, fmt.Errorf("fanout: NewResults: Result %d: empty Key", i)
+		}
+		if j, dup := index[key]; dup {
+			return nil, fmt.Errorf("fanout: NewResults: duplicate key %q (Results %d and %d)", key, j, i)
+		}
+		index[key] = i
+		list[i].Index = i
+	}
+	return &Results[T]{list: list, index: index}, nil
 }
 
 // Len returns the number of keys.

@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,13 +23,14 @@ type run[T any] struct {
 	stopDeadline  context.CancelFunc // nil without WithTimeout
 	deadlineCause error              // what the run's deadline, if any, ends it with
 
-	sem    *Semaphore
-	borrow chan struct{} // the slot of the task this run is nested in, if any
-	hedger *hedger
-	spend  *spending
-	obs    *Observer
-	start  time.Time // for RunSummary.Elapsed, with an observer
-	plain  bool      // no retry, hedge, limiter, timeout or observer: the fast path
+	sem     *Semaphore
+	borrow  chan struct{} // the slot of the task this run is nested in, if any
+	hedger  *hedger
+	spend   *spending
+	obs     *Observer
+	start   time.Time // for RunSummary.Elapsed, with an observer
+	plain   bool      // no retry, hedge, limiter, timeout or observer: the fast path
+	settles bool      // a limiter charges Task.Tokens: attempts may Settle
 
 	work    func() // r.runWorker, as one method value
 	workers sync.WaitGroup
@@ -68,6 +70,7 @@ func newRun[T any](ctx context.Context, cfg *config, src source[T], total int) *
 		r.hedger = newHedger(*cfg.hedge, total)
 	}
 	r.spend = &spending{max: cfg.budget}
+	r.settles = slices.ContainsFunc(cfg.limiters, func(u limiterUse) bool { return u.perToken })
 	r.plain = cfg.retry == nil && cfg.hedge == nil && len(cfg.limiters) == 0 &&
 		cfg.taskTimeout == 0 && r.obs == nil
 	r.work = r.runWorker
@@ -96,9 +99,13 @@ func (r *run[T]) startWorkers(n int) {
 
 // runAll runs every task and returns when all are done.
 func (r *run[T]) runAll() {
+	r.runWorkers()
+	r.end()
+}
+
+func (r *run[T]) runWorkers() {
 	r.startWorkers(r.workerCount())
 	r.workers.Wait()
-	r.end()
 }
 
 // stream runs the tasks and yields each Result as it completes. If yield

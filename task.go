@@ -51,10 +51,11 @@ func (r *run[T]) runTask(w *worker[T], t Task[T], i int, res *Result[T]) {
 
 // callOnce is the fast path: one call, no policy but the budget.
 func (r *run[T]) callOnce(w *worker[T], t Task[T], res *Result[T]) {
-	if r.spend.exceeded() {
-		res.Err = skipped(ErrBudgetExceeded)
+	if err := r.spend.admit(w.ctx, int64(t.Tokens)); err != nil {
+		res.Err = skipped(err)
 		return
 	}
+	defer r.spend.done(int64(t.Tokens))
 	res.Attempts = 1
 	v, err := r.call(w.ctx, t)
 	if err != nil {
@@ -104,19 +105,20 @@ func (r *run[T]) attempts(ctx context.Context, t Task[T], res *Result[T]) {
 }
 
 // ready waits on the run's rate limiters for the n-th attempt of t, or a
-// hedged copy of it, then checks the budget: the last moment before the
-// call is paid for.
+// hedged copy of it, then on the budget: the last moment before the call
+// is paid for. The attempt that follows a nil error must be made with try,
+// which gives its budget estimate back.
 func (r *run[T]) ready(ctx context.Context, t Task[T], n int, hedge bool) (time.Duration, error) {
 	wait, err := r.waitLimiters(ctx, t, n, hedge)
-	if err == nil && r.spend.exceeded() {
-		err = ErrBudgetExceeded
+	if err == nil {
+		err = r.spend.admit(ctx, int64(t.Tokens))
 	}
 	return wait, err
 }
 
 // notStarted is the error of a key whose next attempt could not start:
-// skipped if it never made one, or the reason with the last attempt's
-// error.
+// skipped if it never made one for the budget, or the reason with the
+// last attempt's error.
 func notStarted(reason, last error) error {
 	if last == nil && errors.Is(reason, ErrBudgetExceeded) {
 		return skipped(reason)
@@ -145,6 +147,10 @@ func (r *run[T]) attempt(ctx context.Context, t Task[T], info AttemptInfo, res *
 // try makes one call of t, tells the observer, and pauses the run's
 // Throttles if the server asked everyone to wait.
 func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo) (T, error) {
+	defer r.spend.done(int64(t.Tokens))
+	if r.settles {
+		ctx = context.WithValue(ctx, settleKey{}, &settlement{limiters: r.cfg.limiters, tokens: t.Tokens})
+	}
 	ctx = r.obs.attemptStart(ctx, info)
 	var start time.Duration
 	if r.obs != nil {
