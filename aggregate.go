@@ -153,7 +153,7 @@ type quorum[T any] struct {
 }
 
 func (q *quorum[T]) check(tasks int) error {
-	if q.k < 1 || q.k > tasks {
+	if q.k < 1 || (tasks >= 0 && q.k > tasks) {
 		return fmt.Errorf("fanout: Quorum(%d): k must be between 1 and the %d tasks", q.k, tasks)
 	}
 	return nil

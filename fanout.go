@@ -151,14 +151,8 @@ func Stream[T any](ctx context.Context, tasks []Task[T], opts ...Option) (iter.S
 // Goexit is raised again on the goroutine ranging the sequence.
 func StreamSeq[T any](ctx context.Context, tasks iter.Seq[Task[T]], opts ...Option) (iter.Seq[Result[T]], error) {
 	cfg := newConfig(opts)
-	if err := validateOptions(cfg); err != nil {
+	if err := checkSeq("StreamSeq", cfg, tasks != nil, true); err != nil {
 		return nil, err
-	}
-	if tasks == nil {
-		return nil, errors.New("fanout: StreamSeq: nil task source")
-	}
-	if cfg.limit == 0 && cfg.sem == nil {
-		return nil, errors.New("fanout: StreamSeq needs WithLimit or WithSemaphore to bound memory")
 	}
 	return func(yield func(Result[T]) bool) {
 		src := lazySource(tasks)
@@ -227,6 +221,92 @@ func result[T, R any](ctx context.Context, agg Aggregator[T, R]) (res R, err err
 		return zero, perr
 	}
 	return res, err
+}
+
+// GatherSeq is [Gather] over a lazy source of tasks, pulled as [StreamSeq]
+// pulls them, in memory bounded by the limit (it needs [WithLimit] or
+// [WithSemaphore]). The aggregator is not shown the tasks beforehand, so
+// Vote decides only at the end, and Quorum(k) fails once every key has
+// ended without k successes. A source that panics or calls runtime.Goexit
+// stops the run, and GatherSeq returns the panic as a [*PanicError] (or
+// [ErrGoexit]) once every task has ended.
+func GatherSeq[T, R any](ctx context.Context, tasks iter.Seq[Task[T]], agg Aggregator[T, R], opts ...Option) (R, error) {
+	var zero R
+	cfg := newConfig(opts)
+	if err := checkSeq("GatherSeq", cfg, tasks != nil, agg != nil); err != nil {
+		return zero, err
+	}
+	if c, ok := agg.(interface{ check(tasks int) error }); ok {
+		if err := c.check(-1); err != nil {
+			return zero, err
+		}
+	}
+	src := lazySource(tasks)
+	r := newRun(ctx, cfg, src, -1)
+	defer r.end()
+	src.start(r.pulling, r.fail)
+	r.fold = agg.Add
+	r.runWorkers()
+	src.close()
+	if err := r.fatalErr(); err != nil {
+		return zero, err
+	}
+	return result(context.WithValue(ctx, scopeKey{}, newScope(ctx, nil, r.spend)), agg)
+}
+
+// checkSeq refuses bad options, a nil source or aggregator, and a lazy
+// source without a bound on memory.
+func checkSeq(name string, cfg *config, haveSource, haveAgg bool) error {
+	switch {
+	case len(cfg.errs) > 0:
+		return cfg.errs[0]
+	case !haveSource:
+		return fmt.Errorf("fanout: %s: nil task source", name)
+	case !haveAgg:
+		return fmt.Errorf("fanout: %s: nil Aggregator", name)
+	case cfg.limit == 0 && cfg.sem == nil:
+		return fmt.Errorf("fanout: %s needs WithLimit or WithSemaphore to bound memory", name)
+	}
+	return nil
+}
+
+// Call runs fn once under the policy opts set — retries, the attempt's
+// deadline, rate limits, a semaphore, hedging, the budget, an observer —
+// as the single task of a [Run] would, and returns its value and error
+// (the key's error, not wrapped in a *TaskError). It is the piece to use
+// inside a task whose own children fan out, where WithRetry or
+// WithTaskTimeout on the outer run would cover the children too; given the
+// semaphore its task holds, Call borrows the task's slot.
+func Call[T any](ctx context.Context, fn func(ctx context.Context) (T, error), opts ...Option) (T, error) {
+	var zero T
+	if fn == nil {
+		return zero, errors.New("fanout: Call: nil function")
+	}
+	rs, err := Run(ctx, []Task[T]{{Key: "call", Do: fn}}, opts...)
+	if rs == nil {
+		return zero, err
+	}
+	r := rs.list[0]
+	return r.Value, r.Err
+}
+
+// NewTask returns a Task with key and do, its type inferred from do: for
+// building a slice of tasks without repeating the type in every literal.
+func NewTask[T any](key string, do func(ctx context.Context) (T, error)) Task[T] {
+	return Task[T]{Key: key, Do: do}
+}
+
+// MapBy is [Map] keyed by key(input) instead of the input's index. Two
+// inputs with the same key are refused before any call, as in Run.
+func MapBy[In, T any](ctx context.Context, inputs []In, key func(In) string, fn func(context.Context, In) (T, error), opts ...Option) (*Results[T], error) {
+	if key == nil || fn == nil {
+		return nil, errors.New("fanout: MapBy: nil function")
+	}
+	tasks := make([]Task[T], len(inputs))
+	for i, in := range inputs {
+		tasks[i] = Task[T]{Key: key(in), Do: func(ctx context.Context) (T, error) { return fn(ctx, in) }}
+	}
+	return Run(ctx, tasks, opts...)
 }
 
 // guard calls f and returns its panic as a *PanicError, or ErrGoexit if it

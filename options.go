@@ -20,6 +20,7 @@ type config struct {
 	hedge       *HedgePolicy
 	budget      Cost
 	observers   []*Observer
+	queue       int     // Group: tasks waiting beyond which TryGo refuses
 	errs        []error // bad option values, reported by Run
 }
 

@@ -37,6 +37,7 @@ type run[T any] struct {
 	results []Result[T]          // Run and Gather: each worker writes its key's slot
 	emit    chan Result[T]       // Stream: completion order
 	live    atomic.Int32         // workers still running, for closing emit
+	keep    func(*Result[T])     // Group: where each Result goes
 	fold    func(Result[T]) bool // Gather: the aggregator's Add, under foldMu
 	foldMu  sync.Mutex
 	halted  atomic.Bool           // a lazy source is no longer pulled
@@ -274,6 +275,9 @@ func (r *run[T]) finish(w *worker[T]) {
 		w.step = stepEmit
 		if r.emit != nil {
 			r.emit <- *res
+		}
+		if r.keep != nil {
+			r.keep(res)
 		}
 	}
 	w.res, w.step = nil, stepIdle
