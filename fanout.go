@@ -124,7 +124,11 @@ func Stream[T any](ctx context.Context, tasks []Task[T], opts ...Option) (iter.S
 		if len(tasks) == 0 {
 			return
 		}
-		newRun(ctx, cfg, sliceSource(tasks), len(tasks)).stream(yield)
+		src := sliceSource(tasks)
+		if cfg.ordered {
+			src.order = nil
+		}
+		newRun(ctx, cfg, src, len(tasks)).stream(yield)
 	}, nil
 }
 

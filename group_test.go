@@ -279,3 +279,75 @@ func TestLessCeremony(t *testing.T) {
 	assert.EqualError(t, err, `fanout: duplicate key "a" (tasks 0 and 1)`)
 	assert.True(t, slices.Equal([]string{"go"}, words[:1]))
 }
+
+func TestOrderedStream(t *testing.T) {
+	t.Run("Results come in input order while tasks run at once", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var tasks []fanout.Task[int]
+			for i, d := range []time.Duration{5, 1, 3, 2, 4, 1, 1, 2} {
+				tasks = append(tasks, sleeping(fmt.Sprint(i), d*time.Second, i))
+			}
+			seq, err := fanout.Stream(context.Background(), tasks, fanout.WithLimit(4), fanout.WithOrdered())
+			require.NoError(t, err)
+			start := time.Now()
+			var got []int
+			var at []time.Duration
+			for r := range seq {
+				got = append(got, r.Value)
+				at = append(at, time.Since(start))
+			}
+			assert.Equal(t, []int{0, 1, 2, 3, 4, 5, 6, 7}, got)
+			assert.Equal(t, 5*time.Second, at[0], "the first yield waits for the slow first task")
+			// 0-3 start at once; 1-3 wait in the window for 0, which
+			// ends at 5s; then 4-7 start, and 4 ends last, at 9s.
+			assert.Equal(t, 9*time.Second, at[7], "the tasks ran concurrently, four at a time")
+		})
+	})
+	t.Run("no task starts beyond the window", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var started atomic.Int32
+			src := func(yield func(fanout.Task[int]) bool) {
+				for i := 0; i < 1000; i++ {
+					d := time.Millisecond
+					if i == 0 {
+						d = time.Hour // holds back every yield behind it
+					}
+					task := fanout.Task[int]{Key: fmt.Sprint(i), Do: func(ctx context.Context) (int, error) {
+						started.Add(1)
+						select {
+						case <-time.After(d):
+							return i, nil
+						case <-ctx.Done():
+							return 0, ctx.Err()
+						}
+					}}
+					if !yield(task) {
+						return
+					}
+				}
+			}
+			seq, err := fanout.StreamSeq(context.Background(), src, fanout.WithLimit(3), fanout.WithOrdered(),
+				fanout.WithTimeout(time.Minute))
+			require.NoError(t, err)
+			n := 0
+			for r := range seq {
+				if n == 0 {
+					assert.Equal(t, int32(3), started.Load(), "three started, then the window was full")
+					assert.ErrorIs(t, r.Err, fanout.ErrRunTimeout)
+				}
+				n++
+			}
+			assert.Equal(t, 3, n, "after the timeout nothing more is pulled")
+		})
+	})
+	t.Run("breaking out stops it", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			tasks := []fanout.Task[int]{sleeping("a", time.Second, 1), sleeping("b", time.Hour, 2), sleeping("c", time.Millisecond, 3)}
+			seq, _ := fanout.Stream(context.Background(), tasks, fanout.WithLimit(2), fanout.WithOrdered())
+			for r := range seq {
+				assert.Equal(t, "a", r.Key)
+				break
+			}
+		})
+	})
+}

@@ -21,6 +21,7 @@ type config struct {
 	budget      Cost
 	observers   []*Observer
 	queue       int     // Group: tasks waiting beyond which TryGo refuses
+	ordered     bool    // Stream, StreamSeq: yield in input order
 	errs        []error // bad option values, reported by Run
 }
 
@@ -106,4 +107,15 @@ func WithTimeout(d time.Duration) Option {
 // key's outcome.
 func WithFailFast() Option {
 	return func(c *config) { c.failFast = true }
+}
+
+// WithOrdered makes [Stream] and [StreamSeq] yield the Results in input
+// (or source) order while the tasks still run concurrently. A task that
+// ends before those ahead of it waits in a window of as many Results as
+// the run has workers (its limit), and no task starts beyond the window,
+// so memory stays bounded by the limit; one slow task holds back the
+// yields, and the starts, behind it. Priority is ignored. Other entry
+// points ignore the option.
+func WithOrdered() Option {
+	return func(c *config) { c.ordered = true }
 }

@@ -36,6 +36,8 @@ type run[T any] struct {
 	workers sync.WaitGroup
 	results []Result[T]          // Run and Gather: each worker writes its key's slot
 	emit    chan Result[T]       // Stream: completion order
+	window  chan struct{}        // WithOrdered: a slot per Result started but not yet yielded
+	drained chan struct{}        // WithOrdered: closed when the stream no longer yields
 	live    atomic.Int32         // workers still running, for closing emit
 	keep    func(*Result[T])     // Group: where each Result goes
 	fold    func(Result[T]) bool // Gather: the aggregator's Add, under foldMu
@@ -109,15 +111,22 @@ func (r *run[T]) runWorkers() {
 	r.workers.Wait()
 }
 
-// stream runs the tasks and yields each Result as it completes. If yield
-// returns false, or panics, the rest are cancelled, and stream returns once
-// every worker has ended.
+// stream runs the tasks and yields each Result as it completes, or in
+// input order with WithOrdered. If yield returns false, or panics, the
+// rest are cancelled, and stream returns once every worker has ended.
 func (r *run[T]) stream(yield func(Result[T]) bool) {
 	n := r.workerCount()
 	r.emit = make(chan Result[T], n)
+	if r.cfg.ordered {
+		r.window, r.drained = make(chan struct{}, n), make(chan struct{})
+		yield = inOrder(yield, r.window)
+	}
 	r.startWorkers(n)
 	defer func() {
 		r.cancel(ErrStopped)
+		if r.drained != nil {
+			close(r.drained)
+		}
 		for range r.emit {
 		}
 		r.workers.Wait()
@@ -127,6 +136,49 @@ func (r *run[T]) stream(yield func(Result[T]) bool) {
 		if !yield(res) {
 			return
 		}
+	}
+}
+
+// inOrder returns a yield that holds each Result until those before it in
+// input order have been passed to yield, freeing a slot of the window for
+// each.
+func inOrder[T any](yield func(Result[T]) bool, window chan struct{}) func(Result[T]) bool {
+	held := map[int]Result[T]{}
+	next := 0
+	return func(res Result[T]) bool {
+		held[res.Index] = res
+		for {
+			res, ok := held[next]
+			if !ok {
+				return true
+			}
+			delete(held, next)
+			next++
+			<-window
+			if !yield(res) {
+				return false
+			}
+		}
+	}
+}
+
+func (r *run[T]) leaveWindow() {
+	if r.window != nil {
+		<-r.window
+	}
+}
+
+// enterWindow takes a slot of the ordered stream's window before a task
+// is claimed, and reports false once the stream yields no more.
+func (r *run[T]) enterWindow() bool {
+	if r.window == nil {
+		return true
+	}
+	select {
+	case r.window <- struct{}{}:
+		return true
+	case <-r.drained:
+		return false
 	}
 }
 
@@ -200,9 +252,10 @@ func (r *run[T]) runWorker() {
 	}
 	w.ctx = context.WithValue(ctx, scopeKey{}, w.scope)
 	defer r.recoverWorker(w)
-	for {
+	for r.enterWindow() {
 		t, i, ok := r.src.claim(r.ctx)
 		if !ok {
+			r.leaveWindow()
 			break
 		}
 		res := &w.spare
