@@ -60,6 +60,10 @@ type Task[T any] struct {
 	// Tokens is charged to the limiters of WithRateLimit on each attempt,
 	// for instance the estimated tokens of an LLM call; zero means 1.
 	Tokens int
+	// Resource names the shared limit the task needs — a host, a model,
+	// an API — that ForResource and WithResourceLimit cap; empty means
+	// none.
+	Resource string
 }
 
 // Run runs every task and returns when each has a Result.
@@ -87,7 +91,7 @@ func Run[T any](ctx context.Context, tasks []Task[T], opts ...Option) (*Results[
 	}
 	rs := &Results[T]{list: make([]Result[T], len(tasks)), index: index}
 	if len(tasks) > 0 {
-		r := newRun(ctx, cfg, sliceSource(tasks), len(tasks))
+		r := newRun(ctx, cfg, taskSource(tasks, cfg), len(tasks))
 		r.results = rs.list
 		r.runAll()
 	}
@@ -124,11 +128,7 @@ func Stream[T any](ctx context.Context, tasks []Task[T], opts ...Option) (iter.S
 		if len(tasks) == 0 {
 			return
 		}
-		src := sliceSource(tasks)
-		if cfg.ordered {
-			src.order = nil
-		}
-		newRun(ctx, cfg, src, len(tasks)).stream(yield)
+		newRun(ctx, cfg, taskSource(tasks, cfg), len(tasks)).stream(yield)
 	}, nil
 }
 
@@ -204,7 +204,7 @@ func Gather[T, R any](ctx context.Context, tasks []Task[T], agg Aggregator[T, R]
 	if len(tasks) == 0 {
 		return result(ctx, agg)
 	}
-	r := newRun(ctx, cfg, sliceSource(tasks), len(tasks))
+	r := newRun(ctx, cfg, taskSource(tasks, cfg), len(tasks))
 	defer r.end()
 	// Add runs on the worker that finished the task, before it claims
 	// another, so a decision is made before the next task can start.
@@ -370,5 +370,5 @@ func validateTask[T any](c *config, i int, t Task[T]) error {
 	case t.Tokens < 0:
 		return fmt.Errorf("fanout: task %q: negative Tokens %d", t.Key, t.Tokens)
 	}
-	return c.checkCharges(t.Key, t.Tokens)
+	return c.checkCharges(t.Key, t.Resource, t.Tokens)
 }

@@ -1,7 +1,6 @@
 package fanout
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -48,8 +47,8 @@ type Group[T any] struct {
 	queueCap   int // 0: unbounded
 
 	mu      sync.Mutex
-	ready   []pendingTask[T] // added while a worker was free: started at once
-	pending pendingTasks[T]  // added while every worker was busy: the queue
+	ready   []pendingTask[T] // added while a worker and the resource were free
+	pending *taskQueue[T]    // added while every worker or the resource was busy
 	keys    map[string]int
 	list    []Result[T] // by the order of Go
 	order   []int       // indexes of the ended keys, in completion order
@@ -67,7 +66,8 @@ func NewGroup[T any](ctx context.Context, opts ...Option) (*Group[T], error) {
 	if err := validateOptions(cfg); err != nil {
 		return nil, err
 	}
-	g := &Group[T]{ctx: ctx, keys: map[string]int{}, queueCap: cfg.queue, changed: make(chan struct{})}
+	g := &Group[T]{ctx: ctx, keys: map[string]int{}, queueCap: cfg.queue, changed: make(chan struct{}),
+		pending: newTaskQueue[T](cfg)}
 	g.r = newRun(ctx, cfg, g, -1)
 	g.r.keep = g.keep
 	switch {
@@ -122,40 +122,60 @@ func (g *Group[T]) add(t Task[T], try bool) error {
 		return fmt.Errorf("fanout: task %q: %w", t.Key, ErrGroupDone)
 	case dup:
 		return fmt.Errorf("fanout: task %q: duplicate key in the group", t.Key)
-	case try && g.queueCap > 0 && g.pending.Len() >= g.queueCap:
+	case try && g.queueCap > 0 && g.pending.len >= g.queueCap:
 		return fmt.Errorf("fanout: task %q: %w", t.Key, ErrQueueFull)
 	}
 	i := len(g.list)
 	g.keys[t.Key] = i
 	g.list = append(g.list, Result[T]{Key: t.Key, Index: i})
 	p := pendingTask[T]{t: t, index: i}
-	if g.active == g.maxWorkers {
-		heap.Push(&g.pending, p)
+	if g.active == g.maxWorkers || !g.pending.hasRoom(t.Resource) {
+		g.pending.push(p)
 		return nil
 	}
+	g.pending.inFlight[t.Resource]++
 	g.ready = append(g.ready, p)
 	g.active++
 	g.r.startWorkers(1)
 	return nil
 }
 
-// claim hands a worker the next task, or retires the worker when there is
-// none: the next Go starts another.
-func (g *Group[T]) claim(context.Context) (Task[T], int, bool) {
+// claim hands a worker the next task whose resource has room, waiting
+// while the tasks queued are all held back by their resources, or retires
+// the worker when there is none: the next Go starts another.
+func (g *Group[T]) claim(ctx context.Context) (Task[T], int, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var p pendingTask[T]
-	switch {
-	case len(g.ready) > 0:
-		p, g.ready = g.ready[0], g.ready[1:]
-	case g.pending.Len() > 0:
-		p = heap.Pop(&g.pending).(pendingTask[T])
-	default:
-		g.active--
-		g.checkIdle()
-		return Task[T]{}, 0, false
+	for {
+		if len(g.ready) > 0 {
+			p := g.ready[0]
+			g.ready = g.ready[1:]
+			return p.t, p.index, true
+		}
+		if p, ok := g.pending.pop(ctx.Err() != nil); ok {
+			return p.t, p.index, true
+		}
+		if g.pending.len == 0 {
+			g.active--
+			g.checkIdle()
+			return Task[T]{}, 0, false
+		}
+		changed := g.changed
+		g.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+		}
+		g.mu.Lock()
 	}
-	return p.t, p.index, true
+}
+
+// release counts a task out of its resource.
+func (g *Group[T]) release(t Task[T]) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pending.release(t.Resource)
+	g.wake()
 }
 
 // keep records an ended key.
@@ -175,7 +195,7 @@ func (g *Group[T]) wake() {
 // checkIdle ends the group once it is waited for and nothing is queued or
 // running.
 func (g *Group[T]) checkIdle() {
-	if g.waiting && !g.done && g.active == 0 && len(g.ready) == 0 && g.pending.Len() == 0 {
+	if g.waiting && !g.done && g.active == 0 && len(g.ready) == 0 && g.pending.len == 0 {
 		g.done = true
 		g.wake()
 	}
@@ -272,29 +292,4 @@ func GatherGroup[T, R any](g *Group[T], agg Aggregator[T, R]) (R, error) {
 		return zero, err
 	}
 	return result(context.WithValue(g.ctx, scopeKey{}, newScope(g.ctx, nil, g.r.spend)), agg)
-}
-
-// pendingTask is a task waiting in a group's queue.
-type pendingTask[T any] struct {
-	t     Task[T]
-	index int
-}
-
-// pendingTasks is a heap: highest Priority first, then the order of Go.
-type pendingTasks[T any] []pendingTask[T]
-
-func (p pendingTasks[T]) Len() int { return len(p) }
-func (p pendingTasks[T]) Less(i, j int) bool {
-	if p[i].t.Priority != p[j].t.Priority {
-		return p[i].t.Priority > p[j].t.Priority
-	}
-	return p[i].index < p[j].index
-}
-func (p pendingTasks[T]) Swap(i, j int) { p[i], p[j] = p[j], p[i] }
-func (p *pendingTasks[T]) Push(x any)   { *p = append(*p, x.(pendingTask[T])) }
-func (p *pendingTasks[T]) Pop() any {
-	old := *p
-	x := old[len(old)-1]
-	*p = old[:len(old)-1]
-	return x
 }

@@ -32,7 +32,11 @@ type limiterUse struct {
 	l        Limiter
 	perToken bool   // charge Task.Tokens, not 1
 	name     string // the option, for errors
+	resource string // ForResource: only the tasks of this resource wait on it
 }
+
+// applies reports whether the tasks of resource wait on u.
+func (u limiterUse) applies(resource string) bool { return u.resource == "" || u.resource == resource }
 
 // charge is what one attempt of a task with the given Tokens waits for.
 func (u limiterUse) charge(tokens int) int {
@@ -193,6 +197,9 @@ func (r *run[T]) waitLimiters(ctx context.Context, t Task[T], n int, hedge bool)
 	start := time.Now()
 	var err error
 	for _, u := range r.cfg.limiters {
+		if !u.applies(t.Resource) {
+			continue
+		}
 		tokens := u.charge(t.Tokens)
 		if err = waitOn(ctx, u.l, tokens); err == nil {
 			err = r.coolDowns(ctx)
@@ -274,8 +281,11 @@ func burstOf(l Limiter) (int, bool) {
 
 // checkCharges refuses, before any task starts, a task whose charge on a
 // limiter exceeds what the limiter's bucket can ever hold.
-func (c *config) checkCharges(key string, tokens int) error {
+func (c *config) checkCharges(key, resource string, tokens int) error {
 	for _, u := range c.limiters {
+		if !u.applies(resource) {
+			continue
+		}
 		if burst, ok := burstOf(u.l); ok && u.charge(tokens) > burst {
 			return fmt.Errorf("fanout: task %q: charge of %d exceeds the burst %d of the limiter of %s",
 				key, u.charge(tokens), burst, u.name)
@@ -310,7 +320,7 @@ type Settler interface {
 func Settle(ctx context.Context, used int) {
 	if s, ok := ctx.Value(settleKey{}).(*settlement); ok && s.done.CompareAndSwap(false, true) {
 		for _, u := range s.limiters {
-			if u.perToken {
+			if u.perToken && u.applies(s.resource) {
 				settle(u.l, u.charge(s.tokens), max(used, 0))
 			}
 		}
@@ -323,6 +333,7 @@ type settleKey struct{}
 type settlement struct {
 	limiters []limiterUse
 	tokens   int
+	resource string
 	done     atomic.Bool
 }
 

@@ -10,19 +10,21 @@ import (
 type Option func(*config)
 
 type config struct {
-	limit       int
-	sem         *Semaphore
-	taskTimeout time.Duration
-	timeout     time.Duration
-	failFast    bool
-	retry       *RetryPolicy
-	limiters    []limiterUse
-	hedge       *HedgePolicy
-	budget      Cost
-	observers   []*Observer
-	queue       int     // Group: tasks waiting beyond which TryGo refuses
-	ordered     bool    // Stream, StreamSeq: yield in input order
-	errs        []error // bad option values, reported by Run
+	limit          int
+	sem            *Semaphore
+	taskTimeout    time.Duration
+	timeout        time.Duration
+	failFast       bool
+	retry          *RetryPolicy
+	limiters       []limiterUse
+	hedge          *HedgePolicy
+	budget         Cost
+	observers      []*Observer
+	queue          int            // Group: tasks waiting beyond which TryGo refuses
+	ordered        bool           // Stream, StreamSeq: yield in input order
+	perResource    int            // WithResourceLimit
+	resourceLimits map[string]int // ForResource(name, WithLimit(n))
+	errs           []error        // bad option values, reported by Run
 }
 
 func (c *config) invalid(format string, args ...any) {

@@ -25,6 +25,7 @@ type run[T any] struct {
 
 	sem     *Semaphore
 	borrow  chan struct{} // the slot of the task this run is nested in, if any
+	perRes  *resourceGate // per-resource limits taken in turn (lazy or ordered sources)
 	hedger  *hedger
 	spend   *spending
 	obs     *Observer
@@ -68,6 +69,9 @@ func newRun[T any](ctx context.Context, cfg *config, src source[T], total int) *
 	}
 	if r.sem != nil {
 		r.borrow = lease(ctx, r.sem)
+	}
+	if _, queued := src.(releaser[T]); cfg.limitsResources() && !queued {
+		r.perRes = &resourceGate{cfg: cfg, sems: map[string]*Semaphore{}}
 	}
 	if cfg.hedge != nil {
 		r.hedger = newHedger(*cfg.hedge, total)
@@ -221,6 +225,8 @@ type worker[T any] struct {
 	ctx   context.Context
 	scope *scope
 	res   *Result[T]    // the key in hand, nil between keys
+	task  Task[T]       // its task, until the source hears it ended
+	held  bool          // the source has not heard yet
 	step  int           // how far the key in hand has got
 	start time.Duration // monotime when its task started, 0 before
 	done  bool          // the worker returned normally
@@ -265,7 +271,9 @@ func (r *run[T]) runWorker() {
 			*res = Result[T]{}
 		}
 		w.res, w.step, w.start = res, stepRunning, 0
+		w.task, w.held = t, true
 		r.runTask(w, t, i, res)
+		r.released(w)
 		r.finish(w)
 	}
 	w.done = true
@@ -293,6 +301,7 @@ func (r *run[T]) recoverWorker(w *worker[T]) {
 		case stepFold:
 			r.fail(err)
 		}
+		r.released(w)
 		if w.res != nil {
 			r.finish(w)
 		}
@@ -300,6 +309,18 @@ func (r *run[T]) recoverWorker(w *worker[T]) {
 	}
 	if r.emit != nil && r.live.Add(-1) == 0 {
 		close(r.emit)
+	}
+}
+
+// released tells a source that keeps count of the tasks in flight that
+// the worker's task has ended.
+func (r *run[T]) released(w *worker[T]) {
+	if !w.held {
+		return
+	}
+	w.held = false
+	if rel, ok := r.src.(releaser[T]); ok {
+		rel.release(w.task)
 	}
 }
 

@@ -17,6 +17,22 @@ type source[T any] interface {
 	claim(ctx context.Context) (t Task[T], index int, ok bool)
 }
 
+// taskSource picks the source of a slice of tasks: in input order when
+// Results are yielded in that order, by resource under per-resource
+// limits, by Priority otherwise.
+func taskSource[T any](tasks []Task[T], cfg *config) source[T] {
+	switch {
+	case cfg.ordered:
+		return &sliceTasks[T]{tasks: tasks}
+	case cfg.limitsResources():
+		return queuedSource(tasks, cfg)
+	}
+	return sliceSource(tasks)
+}
+
+// releaser is a source that must hear when a claimed task has ended.
+type releaser[T any] interface{ release(Task[T]) }
+
 // sliceTasks claims tasks from a slice with one atomic add each, in
 // priority order when any task has a Priority.
 type sliceTasks[T any] struct {

@@ -38,6 +38,16 @@ func (r *run[T]) runTask(w *worker[T], t Task[T], i int, res *Result[T]) {
 		}
 		defer release()
 	}
+	if r.perRes != nil {
+		if s := r.perRes.sem(t.Resource); s != nil {
+			release, err := s.acquire(r.ctx, nil)
+			if err != nil {
+				res.Err = skipped(errNoResource(t.Resource, err))
+				return
+			}
+			defer release()
+		}
+	}
 	w.start = monotime()
 	if r.plain {
 		r.callOnce(w, t, res)
@@ -149,7 +159,7 @@ func (r *run[T]) attempt(ctx context.Context, t Task[T], info AttemptInfo, res *
 func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo) (T, error) {
 	defer r.spend.done(int64(t.Tokens))
 	if r.settles {
-		ctx = context.WithValue(ctx, settleKey{}, &settlement{limiters: r.cfg.limiters, tokens: t.Tokens})
+		ctx = context.WithValue(ctx, settleKey{}, &settlement{limiters: r.cfg.limiters, tokens: t.Tokens, resource: t.Resource})
 	}
 	ctx = r.obs.attemptStart(ctx, info)
 	var start time.Duration
