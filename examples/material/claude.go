@@ -28,9 +28,9 @@ var criteriaOf = map[string]string{
 	"wood":      "availability, machinability, aesthetics, moisture sensitivity",
 }
 
-// Claude is an [advisor.Analyst] and an [advisor.Judge] backed by the Anthropic Messages API,
-// through the official Go SDK. The SDK's own retries are off: the
-// fan-out retries, honouring Retry-After.
+// Claude is an [advisor.Analyst] and an [advisor.Judge] backed by the
+// Anthropic Messages API, through the official Go SDK. Its errors are
+// [claude.Error]s, which the Recommender's retry reads.
 type Claude struct {
 	client anthropic.Client
 	model  anthropic.Model
@@ -39,6 +39,13 @@ type Claude struct {
 
 // NewClaude returns a Claude of model; opts come last so a test can point
 // it at a local server.
+//
+// The SDK's own retries are off. By default it would try each call up to
+// three times inside one fanout attempt, so the Recommender's MaxAttempts
+// of 4 would mean up to 12 requests per call, with waits the run cannot
+// see. With them off, MaxAttempts is the true bound on the requests each
+// call sends, and every retry waits what the server asked, in fanout,
+// where the Results count it.
 func NewClaude(model string, opts ...option.RequestOption) *Claude {
 	opts = append([]option.RequestOption{option.WithMaxRetries(0)}, opts...)
 	return &Claude{client: anthropic.NewClient(opts...), model: anthropic.Model(model)}

@@ -3,6 +3,8 @@ package advisor_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -105,9 +107,11 @@ func TestAFailedAnalystLosesNoOtherFamily(t *testing.T) {
 		assert.ErrorContains(t, errs["metal"], "analyst unavailable")
 		assert.ErrorIs(t, errs["wood"], fanout.ErrTaskTimeout)
 		assert.Contains(t, rec.Rationale, "not heard from: metal")
-		// wood timed out twice, at 2s each, with a jittered ~100ms between.
-		assert.GreaterOrEqual(t, rec.FanOut, 4*time.Second)
-		assert.Less(t, rec.FanOut, 4200*time.Millisecond)
+		// wood timed out at each of the 4 default attempts, at 2s each,
+		// with waits of 100, 200 and 400ms ±50% between them.
+		assert.Equal(t, advisor.DefaultMaxAttempts, rec.Analyses[5].Attempts)
+		assert.GreaterOrEqual(t, rec.FanOut, 8*time.Second+350*time.Millisecond)
+		assert.LessOrEqual(t, rec.FanOut, 8*time.Second+1050*time.Millisecond)
 	})
 }
 
@@ -124,5 +128,132 @@ func TestBranchesRunInParallel(t *testing.T) {
 		}
 		assert.Equal(t, slowest, rec.FanOut, "the fan-out takes as long as its slowest analyst")
 		assert.Greater(t, rec.Sequential(), 4*rec.FanOut)
+	})
+}
+
+// failing answers only the families in ok, and fails the others with
+// errDown at every attempt.
+type failing struct {
+	advisor.TableAnalyst
+	ok map[string]bool
+}
+
+var errDown = errors.New("analyst down")
+
+func (f failing) Analyze(ctx context.Context, p advisor.Part, fam string) (advisor.Analysis, error) {
+	if !f.ok[fam] {
+		return advisor.Analysis{}, errDown
+	}
+	return f.TableAnalyst.Analyze(ctx, p, fam)
+}
+
+// countingJudge is TableJudge, failing the first Fail calls with
+// errOverloaded, and counting every call.
+type countingJudge struct {
+	Fail  int
+	calls atomic.Int32
+}
+
+var errOverloaded = errors.New("judge overloaded")
+
+func (j *countingJudge) Judge(ctx context.Context, p advisor.Part, results []fanout.Result[advisor.Analysis]) (advisor.Verdict, error) {
+	if int(j.calls.Add(1)) <= j.Fail {
+		return advisor.Verdict{}, errOverloaded
+	}
+	return advisor.TableJudge{}.Judge(ctx, p, results)
+}
+
+func TestTooFewAnalysesAreNotJudged(t *testing.T) {
+	tests := []struct {
+		name      string
+		give      int // MinAnalyses
+		wantJudge bool
+	}{
+		{"by default, 2 of 6 are too few", 0, false},
+		{"3 are too few when 3 are needed", 3, false},
+		{"2 are enough when 2 are needed", 2, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p, err := advisor.LoadPart("drone-arm")
+				require.NoError(t, err)
+				judge := &countingJudge{}
+				rc := advisor.Recommender{Analyst: failing{ok: map[string]bool{"metal": true, "composite": true}},
+					Judge: judge, Timeout: time.Second, MinAnalyses: tt.give}
+				rec, err := rc.Recommend(context.Background(), p)
+				require.Len(t, rec.Analyses, len(advisor.Families), "every analysis is kept")
+				assert.Equal(t, 2, rec.Succeeded())
+				if tt.wantJudge {
+					require.NoError(t, err)
+					assert.Equal(t, "composite", rec.Material)
+					assert.Equal(t, int32(1), judge.calls.Load())
+					return
+				}
+				assert.Zero(t, judge.calls.Load(), "the judge is not asked")
+				assert.Zero(t, rec.Verdict)
+				assert.Empty(t, rec.Judgement.Key)
+				var tooFew *advisor.TooFewAnalysesError
+				require.ErrorAs(t, err, &tooFew)
+				assert.Equal(t, &advisor.TooFewAnalysesError{Part: "drone arm", Succeeded: 2, Of: 6, Need: max(tt.give, 3),
+					Failed: []string{"polymer", "ceramic", "elastomer", "wood"}, Err: tooFew.Err}, tooFew)
+				assert.ErrorIs(t, err, errDown, "the analysts' errors are reachable")
+				assert.EqualError(t, err, fmt.Sprintf("material: no verdict for the drone arm: 2 of 6 analyses succeeded, "+
+					"%d needed to judge (failed: polymer, ceramic, elastomer, wood)", max(tt.give, 3)))
+			})
+		})
+	}
+}
+
+func TestTheJudgeIsRetriedLikeTheAnalysts(t *testing.T) {
+	tests := []struct {
+		name         string
+		giveFail     int
+		giveAttempts int // Retry.MaxAttempts
+		wantAttempts int
+		wantErr      bool
+	}{
+		{"a judge failing once gives its verdict at the second attempt", 1, 0, 2, false},
+		{"a judge failing 3 times gives its verdict at the 4th, the default", 3, 0, 4, false},
+		{"a judge that always fails is tried 4 times by default", 100, 0, 4, true},
+		{"a judge that always fails is tried as often as Retry says", 100, 2, 2, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p, err := advisor.LoadPart("drone-arm")
+				require.NoError(t, err)
+				judge := &countingJudge{Fail: tt.giveFail}
+				rc := advisor.Recommender{Analyst: advisor.TableAnalyst{}, Judge: judge, Timeout: time.Second,
+					Retry: fanout.RetryPolicy{MaxAttempts: tt.giveAttempts}}
+				rec, err := rc.Recommend(context.Background(), p)
+				require.Len(t, rec.Analyses, len(advisor.Families))
+				assert.Equal(t, 6, rec.Succeeded(), "the analyses are kept either way")
+				assert.Equal(t, int32(tt.wantAttempts), judge.calls.Load())
+				assert.Equal(t, tt.wantAttempts, rec.Judgement.Attempts)
+				if !tt.wantErr {
+					require.NoError(t, err)
+					assert.Equal(t, "composite", rec.Material)
+					return
+				}
+				assert.ErrorIs(t, err, errOverloaded)
+				assert.EqualError(t, err, fmt.Sprintf("material: no verdict for the drone arm: "+
+					"the judge failed after %d attempts: judge overloaded", tt.wantAttempts))
+				assert.Zero(t, rec.Verdict)
+			})
+		})
+	}
+}
+
+func TestAJudgeThatFindsNothingSuitableIsNotRetried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, err := advisor.LoadPart("drone-arm")
+		require.NoError(t, err)
+		// Only families the drone arm rules out answer.
+		rc := advisor.Recommender{Analyst: failing{ok: map[string]bool{"polymer": true, "ceramic": true, "wood": true}},
+			Judge: advisor.TableJudge{}, Timeout: time.Second}
+		rec, err := rc.Recommend(context.Background(), p)
+		assert.ErrorContains(t, err, "the judge failed after 1 attempt: material: no family suits the drone arm")
+		assert.Equal(t, 1, rec.Judgement.Attempts)
 	})
 }

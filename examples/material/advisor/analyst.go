@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cenkalti/backoff/v4"
 )
 
 // Analysis is one specialist's verdict on a part.
@@ -45,7 +47,7 @@ type TableAnalyst struct {
 func (a TableAnalyst) Analyze(ctx context.Context, p Part, name string) (Analysis, error) {
 	f, ok := family(name)
 	if !ok {
-		return Analysis{}, fmt.Errorf("material: no properties for family %q", name)
+		return Analysis{}, backoff.Permanent(fmt.Errorf("material: no properties for family %q", name))
 	}
 	if err := a.wait(ctx, name); err != nil {
 		return Analysis{}, err

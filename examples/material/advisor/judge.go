@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cenkalti/backoff/v4"
+
 	"github.com/gofanout/fanout"
 )
 
@@ -49,8 +51,9 @@ func (TableJudge) Judge(_ context.Context, p Part, results []fanout.Result[Analy
 		}
 	}
 	if len(ok) == 0 {
-		return Verdict{}, fmt.Errorf("material: no family suits the %s (ruled out: %s; not heard from: %s)",
-			p.Name, strings.Join(out, ", "), strings.Join(missing, ", "))
+		// Permanent: the same analyses would rule out the same families.
+		return Verdict{}, backoff.Permanent(fmt.Errorf("material: no family suits the %s (ruled out: %s; not heard from: %s)",
+			p.Name, strings.Join(out, ", "), strings.Join(missing, ", ")))
 	}
 	slices.SortStableFunc(ok, func(a, b Analysis) int { return cmp.Compare(b.Suitability, a.Suitability) })
 	best := ok[0]
