@@ -20,6 +20,7 @@ type config struct {
 	hedge          *HedgePolicy
 	budget         Cost
 	observers      []*Observer
+	guards         []Guard
 	queue          int            // Group: tasks waiting beyond which TryGo refuses
 	ordered        bool           // Stream, StreamSeq: yield in input order
 	perResource    int            // WithResourceLimit

@@ -77,7 +77,7 @@ func newRun[T any](ctx context.Context, cfg *config, src source[T], total int) *
 	}
 	r.spend = &spending{max: cfg.budget}
 	r.settles = slices.ContainsFunc(cfg.limiters, func(u limiterUse) bool { return u.perToken })
-	r.plain = cfg.retry == nil && cfg.hedge == nil && len(cfg.limiters) == 0 &&
+	r.plain = cfg.retry == nil && cfg.hedge == nil && len(cfg.limiters) == 0 && len(cfg.guards) == 0 &&
 		cfg.taskTimeout == 0 && r.obs == nil
 	r.work = r.runWorker
 	return r

@@ -81,13 +81,13 @@ func (r *run[T]) attempts(ctx context.Context, t Task[T], res *Result[T]) {
 	policy := r.cfg.retry
 	var b BackOff
 	for n := 1; ; n++ {
-		wait, err := r.ready(ctx, t, n, false)
-		res.LimiterWait += wait
+		p, err := r.ready(ctx, t, n, false)
+		res.LimiterWait += p.wait
 		if err != nil {
 			res.Err = notStarted(err, res.Err)
 			return
 		}
-		v, err := r.attempt(ctx, t, AttemptInfo{Key: t.Key, Attempt: n, LimiterWait: wait}, res)
+		v, err := r.attempt(ctx, t, AttemptInfo{Key: t.Key, Attempt: n, LimiterWait: p.wait}, p, res)
 		if err == nil {
 			res.Value, res.Err = v, nil
 			return
@@ -114,16 +114,29 @@ func (r *run[T]) attempts(ctx context.Context, t Task[T], res *Result[T]) {
 	}
 }
 
+// pass is what an attempt got through on its way to the call: the time it
+// waited on the limiters, and the guards to tell how it ended.
+type pass struct {
+	wait   time.Duration
+	guards []func(Outcome)
+}
+
 // ready waits on the run's rate limiters for the n-th attempt of t, or a
-// hedged copy of it, then on the budget: the last moment before the call
-// is paid for. The attempt that follows a nil error must be made with try,
-// which gives its budget estimate back.
-func (r *run[T]) ready(ctx context.Context, t Task[T], n int, hedge bool) (time.Duration, error) {
-	wait, err := r.waitLimiters(ctx, t, n, hedge)
-	if err == nil {
-		err = r.spend.admit(ctx, int64(t.Tokens))
+// hedged copy of it, then on the budget, then on the guards: the last
+// moment before the call is paid for. The attempt that follows a nil error
+// must be made with try, which gives its budget estimate back and tells
+// the guards.
+func (r *run[T]) ready(ctx context.Context, t Task[T], n int, hedge bool) (p pass, err error) {
+	if p.wait, err = r.waitLimiters(ctx, t, n, hedge); err != nil {
+		return p, err
 	}
-	return wait, err
+	if err = r.spend.admit(ctx, int64(t.Tokens)); err != nil {
+		return p, err
+	}
+	if p.guards, err = r.admit(ctx, Admission{Key: t.Key, Attempt: n, Hedge: hedge}); err != nil {
+		r.spend.done(int64(t.Tokens))
+	}
+	return p, err
 }
 
 // notStarted is the error of a key whose next attempt could not start:
@@ -146,32 +159,30 @@ func withLast(reason, last error) error {
 }
 
 // attempt makes one try of t, hedged if the run hedges.
-func (r *run[T]) attempt(ctx context.Context, t Task[T], info AttemptInfo, res *Result[T]) (T, error) {
+func (r *run[T]) attempt(ctx context.Context, t Task[T], info AttemptInfo, p pass, res *Result[T]) (T, error) {
 	res.Attempts++
 	if r.hedger != nil {
-		return r.hedged(ctx, t, info, res)
+		return r.hedged(ctx, t, info, p, res)
 	}
-	return r.try(ctx, t, info)
+	return r.try(ctx, t, info, p)
 }
 
 // try makes one call of t, tells the observer, and pauses the run's
 // Throttles if the server asked everyone to wait.
-func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo) (T, error) {
+func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo, p pass) (v T, err error) {
 	defer r.spend.done(int64(t.Tokens))
+	start := time.Now()
+	defer func() { tell(p.guards, Outcome{Err: err, Elapsed: time.Since(start)}) }()
 	if r.settles {
 		ctx = context.WithValue(ctx, settleKey{}, &settlement{limiters: r.cfg.limiters, tokens: t.Tokens, resource: t.Resource})
 	}
 	ctx = r.obs.attemptStart(ctx, info)
-	var start time.Duration
-	if r.obs != nil {
-		start = monotime()
-	}
-	v, err := r.call(ctx, t)
+	v, err = r.call(ctx, t)
 	if err != nil {
 		r.pauseFor(err)
 	}
 	if r.obs != nil {
-		info.Elapsed, info.Err = monotime()-start, err
+		info.Elapsed, info.Err = time.Since(start), err
 		r.obs.attemptDone(ctx, info)
 	}
 	return v, err
@@ -213,7 +224,7 @@ type outcome[T any] struct {
 // copy of it. The first success wins and cancels the other with
 // ErrHedgeLost; if both fail, the attempt's own error is the answer.
 // Either way both have ended when hedged returns.
-func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *Result[T]) (T, error) {
+func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, p pass, res *Result[T]) (T, error) {
 	if info.Attempt == 1 {
 		r.hedger.started.Add(1) // tasks, not attempts: retries do not grow the budget
 	}
@@ -224,7 +235,7 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, res *R
 	done := make(chan outcome[T], 2)
 	var ended atomic.Bool // set as soon as the attempt returns, before it reports
 	start := time.Now()
-	calls.Go(func() { r.firstCopy(ctx, t, info, &ended, done) })
+	calls.Go(func() { r.firstCopy(ctx, t, info, p, &ended, done) })
 
 	first, finished := r.awaitHedge(start, done)
 	if finished {
@@ -286,7 +297,7 @@ func (r *run[T]) awaitHedge(start time.Time, done <-chan outcome[T]) (outcome[T]
 
 // firstCopy runs the attempt itself, and times it for the hedge delay
 // unless it was cancelled. A panic or Goexit is its outcome's error.
-func (r *run[T]) firstCopy(ctx context.Context, t Task[T], info AttemptInfo, ended *atomic.Bool, done chan<- outcome[T]) {
+func (r *run[T]) firstCopy(ctx context.Context, t Task[T], info AttemptInfo, p pass, ended *atomic.Bool, done chan<- outcome[T]) {
 	h := r.hedger
 	h.begin()
 	start := monotime()
@@ -299,7 +310,7 @@ func (r *run[T]) firstCopy(ctx context.Context, t Task[T], info AttemptInfo, end
 		h.end(monotime()-start, ctx.Err() == nil)
 		done <- o
 	}()
-	o.v, o.err = r.try(ctx, t, info)
+	o.v, o.err = r.try(ctx, t, info, p)
 }
 
 // secondCopy waits on the limiters and the budget like any attempt, then
@@ -316,12 +327,13 @@ func (r *run[T]) secondCopy(ctx context.Context, t Task[T], info AttemptInfo, do
 		}
 		done <- o
 	}()
-	if o.wait, o.err = r.ready(ctx, t, info.Attempt, true); o.err != nil {
+	p, err := r.ready(ctx, t, info.Attempt, true)
+	if o.wait, o.err = p.wait, err; err != nil {
 		return
 	}
 	info.Hedge, info.LimiterWait = true, o.wait
 	o.called, start = true, monotime()
-	o.v, o.err = r.try(ctx, t, info)
+	o.v, o.err = r.try(ctx, t, info, p)
 }
 
 // sleep waits for d or until ctx ends, and then returns ctx's cause. A

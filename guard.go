@@ -1,0 +1,72 @@
+package fanout
+
+import (
+	"context"
+	"time"
+)
+
+// Guard is consulted right before each attempt, after the rate limiters
+// and the budget, and told how the attempt ended: the place for an
+// adaptive concurrency limit, a retry budget or a circuit breaker. A Guard
+// is shared by every run it is given to, so it must be safe for concurrent
+// use.
+type Guard interface {
+	// Admit lets the attempt a start, waiting while it must (until ctx
+	// ends), and returns the function the run calls once with the
+	// attempt's outcome. An error refuses the attempt: it becomes the
+	// key's error, with its last attempt's, and the key is not retried.
+	Admit(ctx context.Context, a Admission) (done func(Outcome), err error)
+}
+
+// Admission describes an attempt asking a Guard to start.
+type Admission struct {
+	Key     string
+	Attempt int  // 1 for the first try, 2 for the first retry, ...
+	Hedge   bool // a hedged copy of the attempt
+}
+
+// Outcome is how an admitted attempt ended.
+type Outcome struct {
+	Err     error
+	Elapsed time.Duration
+}
+
+// WithGuard makes every attempt of the run, retries and hedged copies
+// included, pass g right before its call. Several guards are passed in
+// order; an attempt refused by one is not shown to the rest.
+func WithGuard(g Guard) Option {
+	return func(c *config) {
+		if g == nil {
+			c.invalid("WithGuard(nil): guard must not be nil")
+			return
+		}
+		c.guards = append(c.guards, g)
+	}
+}
+
+// admit passes the run's guards in order, and on a refusal tells those
+// already passed that the attempt never started.
+func (r *run[T]) admit(ctx context.Context, a Admission) ([]func(Outcome), error) {
+	if len(r.cfg.guards) == 0 {
+		return nil, nil
+	}
+	dones := make([]func(Outcome), 0, len(r.cfg.guards))
+	for _, g := range r.cfg.guards {
+		done, err := g.Admit(ctx, a)
+		if err != nil {
+			tell(dones, Outcome{Err: err})
+			return nil, err
+		}
+		dones = append(dones, done)
+	}
+	return dones, nil
+}
+
+// tell calls each done with o, once.
+func tell(dones []func(Outcome), o Outcome) {
+	for _, done := range dones {
+		if done != nil {
+			done(o)
+		}
+	}
+}
