@@ -21,6 +21,8 @@ type config struct {
 	budget         Cost
 	observers      []*Observer
 	guards         []Guard
+	journal        Journal
+	codec          Codec
 	queue          int            // Group: tasks waiting beyond which TryGo refuses
 	ordered        bool           // Stream, StreamSeq: yield in input order
 	perResource    int            // WithResourceLimit

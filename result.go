@@ -29,6 +29,9 @@ type Result[T any] struct {
 	LimiterWait time.Duration
 	// Cost is what the task reported through Spend.
 	Cost Cost
+	// Replayed is true when the Result came from the run's Journal (see
+	// WithJournal): Do was not called.
+	Replayed bool
 }
 
 // OK reports whether the task succeeded.
@@ -46,6 +49,7 @@ type resultJSON[T any] struct {
 	ElapsedMS     float64   `json:"elapsed_ms"`
 	LimiterWaitMS float64   `json:"limiter_wait_ms"`
 	Cost          *costJSON `json:"cost,omitempty"`
+	Replayed      bool      `json:"replayed,omitempty"`
 }
 
 type costJSON struct {
@@ -63,12 +67,13 @@ type costJSON struct {
 // value is Value's own JSON, present only when the key succeeded; error is
 // Err's message and kind its [ErrorKind], both absent on success;
 // elapsed_ms and limiter_wait_ms are Elapsed and LimiterWait in
-// milliseconds, with fractions; cost is absent when the key reported none.
+// milliseconds, with fractions; cost is absent when the key reported none;
+// replayed is present, true, when the Result came from a Journal.
 // [Result.UnmarshalJSON] decodes it back.
 func (r Result[T]) MarshalJSON() ([]byte, error) {
 	out := resultJSON[T]{
 		Key: r.Key, Index: r.Index, Attempts: r.Attempts, Hedges: r.Hedges,
-		ElapsedMS: millis(r.Elapsed), LimiterWaitMS: millis(r.LimiterWait),
+		ElapsedMS: millis(r.Elapsed), LimiterWaitMS: millis(r.LimiterWait), Replayed: r.Replayed,
 	}
 	if r.Err == nil {
 		out.Value = &r.Value
@@ -96,7 +101,7 @@ func (r *Result[T]) UnmarshalJSON(data []byte) error {
 	}
 	*r = Result[T]{
 		Key: in.Key, Index: in.Index, Attempts: in.Attempts, Hedges: in.Hedges,
-		Elapsed: fromMillis(in.ElapsedMS), LimiterWait: fromMillis(in.LimiterWaitMS),
+		Elapsed: fromMillis(in.ElapsedMS), LimiterWait: fromMillis(in.LimiterWaitMS), Replayed: in.Replayed,
 	}
 	if in.Value != nil {
 		r.Value = *in.Value

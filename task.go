@@ -26,6 +26,12 @@ func (r *run[T]) runTask(w *worker[T], t Task[T], i int, res *Result[T]) {
 			return
 		}
 	}
+	if r.cfg.journal != nil {
+		if r.replay(w.ctx, t, res) {
+			return
+		}
+		defer r.record(w.ctx, res)
+	}
 	if r.ctx.Err() != nil {
 		res.Err = skipped(context.Cause(r.ctx))
 		return
