@@ -74,4 +74,6 @@ type brokenJournal struct{}
 func (brokenJournal) Lookup(context.Context, string) (fanout.Entry, bool, error) {
 	return fanout.Entry{}, false, errors.New("disk gone")
 }
-func (brokenJournal) Record(context.Context, string, fanout.Entry) error { return errors.New("disk gone") }
+func (brokenJournal) Record(context.Context, string, fanout.Entry) error {
+	return errors.New("disk gone")
+}

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Reproduces every figure of BENCHMARKS.md (make bench at the root runs it).
 #
-# First the core's micro-benchmarks (bench_test.go at the root) with
-# -count 6 and benchstat, then the peers.
+# First the core's micro-benchmarks (bench_test.go at the root, with
+# BenchmarkTimeoutLoop, the plain context.WithTimeoutCause loop that
+# RunTaskTimeout is held against) with -count 6 and benchstat, then the
+# peers, then BenchmarkHerd once (-count 5, about 2 minutes: each run
+# waits out a request budget for about 10 s, so it stays out of the peer
+# loop).
 #
 # The peer benchmarks run as COUNT separate passes of the whole matrix
 # (default 10, at -benchtime 100ms, about a minute a pass on 2 cores)
@@ -27,8 +31,15 @@ go test -c -o "$bin/bench.test" .
 : >"$RAW"
 for i in $(seq "$COUNT"); do
 	echo "pass $i of $COUNT" >&2
-	"$bin/bench.test" -test.run '^$' -test.bench . -test.benchmem -test.benchtime "$BENCHTIME" >>"$RAW"
+	"$bin/bench.test" -test.run '^$' -test.bench '^Benchmark([^H]|H[^e])' -test.benchmem -test.benchtime "$BENCHTIME" >>"$RAW"
 done
+
+# The retry herd: 200 calls against 20 requests a second, 5 runs of each
+# way of retrying; ns/op is wall time, the counts are per run.
+{
+	echo "# fanout core $(git -C .. rev-parse --short HEAD)"
+	"$bin/bench.test" -test.run '^$' -test.bench '^BenchmarkHerd$' -test.count 5
+} >results/herd.txt
 
 # The targets' tables, compared by benchstat.
 units='(.unit:ns/task OR .unit:allocs/task)'

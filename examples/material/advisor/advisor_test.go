@@ -195,7 +195,7 @@ func TestTooFewAnalysesAreNotJudged(t *testing.T) {
 				assert.Empty(t, rec.Judgement.Key)
 				var tooFew *advisor.TooFewAnalysesError
 				require.ErrorAs(t, err, &tooFew)
-				assert.Equal(t, &advisor.TooFewAnalysesError{Part: "drone arm", Succeeded: 2, Of: 6, Need: max(tt.give, 3),
+				assert.Equal(t, &advisor.TooFewAnalysesError{Part: "drone arm", Succeeded: 2, Total: 6, Need: max(tt.give, 3),
 					Failed: []string{"polymer", "ceramic", "elastomer", "wood"}, Err: tooFew.Err}, tooFew)
 				assert.ErrorIs(t, err, errDown, "the analysts' errors are reachable")
 				assert.EqualError(t, err, fmt.Sprintf("material: no verdict for the drone arm: 2 of 6 analyses succeeded, "+

@@ -146,7 +146,8 @@ func (rc Recommender) minAnalyses() int {
 }
 
 func (rc Recommender) tooFew(p Part, analyses *fanout.Results[Analysis]) *TooFewAnalysesError {
-	e := &TooFewAnalysesError{Part: p.Name, Succeeded: analyses.Succeeded(), Of: analyses.Len(), Need: rc.minAnalyses(), Err: analyses.Err()}
+	e := &TooFewAnalysesError{Part: p.Name, Succeeded: analyses.Succeeded(), Total: analyses.Len(),
+		Need: rc.minAnalyses(), Err: analyses.Err()}
 	for _, r := range analyses.All() {
 		if !r.OK() {
 			e.Failed = append(e.Failed, r.Key)
@@ -161,7 +162,7 @@ func (rc Recommender) tooFew(p Part, analyses *fanout.Results[Analysis]) *TooFew
 type TooFewAnalysesError struct {
 	Part      string
 	Succeeded int      // analyses that succeeded
-	Of        int      // analyses asked for: one per family
+	Total     int      // analyses asked for: one per family
 	Need      int      // the Recommender's MinAnalyses
 	Failed    []string // the families without an analysis, in Families order
 	// Err joins the *fanout.TaskError of each failed family, so that
@@ -173,7 +174,7 @@ type TooFewAnalysesError struct {
 // families failed.
 func (e *TooFewAnalysesError) Error() string {
 	return fmt.Sprintf("material: no verdict for the %s: %d of %d analyses succeeded, %d needed to judge (failed: %s)",
-		e.Part, e.Succeeded, e.Of, e.Need, strings.Join(e.Failed, ", "))
+		e.Part, e.Succeeded, e.Total, e.Need, strings.Join(e.Failed, ", "))
 }
 
 // Unwrap returns Err.
