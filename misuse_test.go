@@ -130,7 +130,7 @@ func TestPanicInAnAggregator(t *testing.T) {
 	})
 	t.Run("Vote's pick", func(t *testing.T) {
 		_, err := fanout.Gather(context.Background(), tasks,
-			fanout.Vote(func(int) string { var m map[string]int; m["x"] = 1; return "" }))
+			fanout.Vote(func(int) string { panic("pick bug") }))
 		var pe *fanout.PanicError
 		require.ErrorAs(t, err, &pe)
 	})

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestResumeAfterSIGKILL(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no SIGKILL on Windows")
+	}
+	bin := build(t)
+	journal := filepath.Join(t.TempDir(), "resume.journal")
+	args := []string{"-journal", journal, "-latency", "10ms"}
+
+	out, err := exec.Command(bin, append(args, "-kill-after", "40")...).Output()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "output:\n%s", out)
+	assert.Equal(t, "signal: killed", exit.Error())
+	assert.Contains(t, string(out), "crash: SIGKILL after 40 paid calls")
+
+	out, err = exec.Command(bin, args...).Output()
+	require.NoError(t, err)
+	resumed := parseSummary(t, out)
+	assert.Equal(t, 100, resumed.succeeded)
+	assert.Equal(t, 100, resumed.replayed+resumed.called)
+	assert.LessOrEqual(t, resumed.replayed, 40, "no more than the calls paid before the crash")
+	assert.GreaterOrEqual(t, resumed.replayed, 40-8, "no fewer than those paid but the ones in flight")
+
+	out, err = exec.Command(bin, args...).Output()
+	require.NoError(t, err)
+	again := parseSummary(t, out)
+	assert.Equal(t, summary{succeeded: 100, replayed: 100, saved: again.saved}, again, "nothing paid the third time")
+	assert.InDelta(t, again.saved, resumed.saved+resumed.spent, 0.2, "what the pages cost in all")
+}
+
+func build(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to build the example with")
+	}
+	bin := filepath.Join(t.TempDir(), "resume")
+	out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build:\n%s", out)
+	return bin
+}
+
+type summary struct {
+	succeeded, replayed, called int
+	saved, spent                float64
+}
+
+var summaryLines = regexp.MustCompile(`(\d+) of 100 pages summarised\n` +
+	`  from the journal: +(\d+) \(\d+ calls and ([\d.]+)¢ not paid again\)\n` +
+	`  called now: +(\d+) \(([\d.]+)¢\)\n$`)
+
+func parseSummary(t *testing.T, out []byte) summary {
+	t.Helper()
+	m := summaryLines.FindSubmatch(out)
+	require.NotNil(t, m, "no summary in:\n%s", out)
+	atoi := func(b []byte) int { n, _ := strconv.Atoi(string(b)); return n }
+	atof := func(b []byte) float64 { f, _ := strconv.ParseFloat(string(b), 64); return f }
+	return summary{succeeded: atoi(m[1]), replayed: atoi(m[2]), saved: atof(m[3]), called: atoi(m[4]), spent: atof(m[5])}
+}
