@@ -14,6 +14,7 @@
 //
 //	go run ./classify
 //	go run ./classify -n 200 -samples 7 -limit 64 -rps 500
+//	go run ./classify -debug-addr 127.0.0.1:6060   # and open /debug/fanout/
 //
 // Each text is one task of an outer fanout.Run (at most -limit at once);
 // inside it, a fanout.Gather runs the samples (at most -inflight at once)
@@ -30,6 +31,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -39,6 +42,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/gofanout/fanout"
+	fanoutdebug "github.com/gofanout/fanout/debug"
 	"github.com/gofanout/fanout/examples/internal/progress"
 )
 
@@ -55,6 +59,7 @@ type config struct {
 	failRate float64
 	model    string
 	offline  bool
+	debug    *fanoutdebug.Page // the -debug-addr page, or nil
 }
 
 func main() {
@@ -70,6 +75,7 @@ func main() {
 	flag.Float64Var(&c.failRate, "fail", 0.02, "offline: share of first tries failing with a simulated overload")
 	flag.StringVar(&c.model, "model", "claude-haiku-4-5", "Claude model, with ANTHROPIC_API_KEY")
 	flag.BoolVar(&c.offline, "offline", false, "use the offline classifier even with ANTHROPIC_API_KEY set")
+	debugAddr := flag.String("debug-addr", "", "serve a live page of the runs at http://`ADDR`/debug/fanout/, until Ctrl-C")
 	flag.Parse()
 	nSet := false
 	flag.Visit(func(f *flag.Flag) { nSet = nSet || f.Name == "n" })
@@ -89,12 +95,41 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if *debugAddr != "" {
+		c.debug = fanoutdebug.New()
+		wait, err := serveDebug(ctx, *debugAddr, c.debug)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "classify:", err)
+			os.Exit(1)
+		}
+		defer wait()
+	}
 	rep, err := run(ctx, c, clf, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "classify:", err)
 		os.Exit(1)
 	}
 	rep.Print(os.Stdout)
+}
+
+// serveDebug serves page at http://addr/debug/fanout/ until ctx ends, and
+// returns a function that waits for that, so that the finished runs can
+// still be read once the report is printed.
+func serveDebug(ctx context.Context, addr string, page *fanoutdebug.Page) (wait func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/debug/fanout/", http.StripPrefix("/debug/fanout", page))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	fmt.Fprintf(os.Stderr, "debug page: http://%s/debug/fanout/\n", ln.Addr())
+	return func() {
+		fmt.Fprintln(os.Stderr, "debug page still up: Ctrl-C to exit")
+		<-ctx.Done()
+		_ = srv.Close()
+	}, nil
 }
 
 // run classifies the dataset of c with clf, drawing progress on w.
@@ -105,7 +140,8 @@ func run(ctx context.Context, c config, clf Classifier, w io.Writer) (*Report, e
 	// One limiter for every call of every text's vote. The Throttle around
 	// it carries a server's Retry-After (a 429 or 529 from the API) to all
 	// of them, not only to the vote that was told.
-	limiter := fanout.NewThrottle(rate.NewLimiter(rate.Limit(c.rps), max(1, int(c.rps/20))))
+	calls := rate.NewLimiter(rate.Limit(c.rps), max(1, int(c.rps/20)))
+	limiter := fanout.NewThrottle(calls)
 	voter := &Voter{Classifier: clf, Samples: c.samples, InFlight: c.inFlight, Options: []fanout.Option{
 		fanout.WithRateLimit(limiter),
 		fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 4, InitialInterval: 200 * time.Millisecond}),
@@ -114,6 +150,14 @@ func run(ctx context.Context, c config, clf Classifier, w io.Writer) (*Report, e
 			callTime.Add(int64(a.Elapsed))
 		}}),
 	}}
+	outer := []fanout.Option{fanout.WithLimit(c.limit), fanout.WithObserver(bar.Observer())}
+	if c.debug != nil {
+		// Each text's vote is a run of its own on the page, under "vote".
+		c.debug.ShowLimiter("calls", calls)
+		c.debug.ShowLimiter("calls cooldown", limiter)
+		voter.Options = append(voter.Options, fanout.WithObserver(c.debug.Observer("vote")))
+		outer = append(outer, fanout.WithObserver(c.debug.Observer("classify texts")))
+	}
 	tasks := make([]fanout.Task[Verdict], len(items))
 	for i, item := range items {
 		tasks[i] = fanout.Task[Verdict]{Key: strconv.Itoa(item.ID), Do: func(ctx context.Context) (Verdict, error) {
@@ -121,7 +165,7 @@ func run(ctx context.Context, c config, clf Classifier, w io.Writer) (*Report, e
 		}}
 	}
 	start := time.Now()
-	res, err := fanout.Run(ctx, tasks, fanout.WithLimit(c.limit), fanout.WithObserver(bar.Observer()))
+	res, err := fanout.Run(ctx, tasks, outer...)
 	if res == nil {
 		bar.Stop()
 		return nil, err // invalid input: nothing ran

@@ -13,6 +13,7 @@
 //
 //	go run ./research
 //	go run ./research -seed 7 -v
+//	go run ./research -debug-addr 127.0.0.1:6060   # and open /debug/fanout/
 //	go run ./research -q 'hedged requests' -url wiki='https://en.wikipedia.org/w/index.php?search={q}'
 //
 // With -url, the query goes to those URLs instead: {q} in a URL is
@@ -25,6 +26,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -32,6 +35,7 @@ import (
 	"time"
 
 	"github.com/gofanout/fanout"
+	fanoutdebug "github.com/gofanout/fanout/debug"
 	"golang.org/x/time/rate"
 )
 
@@ -49,7 +53,8 @@ type options struct {
 	taskTimeout time.Duration
 	timeout     time.Duration
 	verbose     bool
-	profiles    []profile // simulated sources; nil means demoProfiles
+	profiles    []profile         // simulated sources; nil means demoProfiles
+	debug       *fanoutdebug.Page // the -debug-addr page, or nil
 }
 
 func main() {
@@ -72,14 +77,44 @@ func main() {
 	flag.DurationVar(&o.taskTimeout, "task-timeout", 600*time.Millisecond, "deadline of each request")
 	flag.DurationVar(&o.timeout, "timeout", 15*time.Second, "deadline of the whole run")
 	flag.BoolVar(&o.verbose, "v", false, "log every attempt and limiter wait (fanout.SlogObserver) to stderr")
+	debugAddr := flag.String("debug-addr", "", "serve a live page of the run at http://`ADDR`/debug/fanout/, until Ctrl-C")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if *debugAddr != "" {
+		o.debug = fanoutdebug.New()
+		wait, err := serveDebug(ctx, *debugAddr, o.debug)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "research:", err)
+			os.Exit(1)
+		}
+		defer wait()
+	}
 	if err := run(ctx, os.Stdout, o); err != nil {
 		fmt.Fprintln(os.Stderr, "research:", err)
 		os.Exit(1)
 	}
+}
+
+// serveDebug serves page at http://addr/debug/fanout/ until ctx ends, and
+// returns a function that waits for that, so that the finished run can
+// still be read once the report is printed.
+func serveDebug(ctx context.Context, addr string, page *fanoutdebug.Page) (wait func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/debug/fanout/", http.StripPrefix("/debug/fanout", page))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	fmt.Fprintf(os.Stderr, "debug page: http://%s/debug/fanout/\n", ln.Addr())
+	return func() {
+		fmt.Fprintln(os.Stderr, "debug page still up: Ctrl-C to exit")
+		<-ctx.Done()
+		_ = srv.Close()
+	}, nil
 }
 
 // parseSource reads a -url flag.
@@ -129,12 +164,13 @@ func run(ctx context.Context, w io.Writer, o options) error {
 
 // config turns the flags into a research Config whose live events go to w.
 func (o options) config(w io.Writer) Config {
+	requests := rate.NewLimiter(rate.Limit(o.rps), o.burst)
 	cfg := Config{
 		Query: o.query,
 		// One Throttle for every source: they share a quota, so a 429 from
 		// any of them pauses the requests to all. Runs given the same
 		// Throttle would share the pause too.
-		Limiter:     fanout.NewThrottle(rate.NewLimiter(rate.Limit(o.rps), o.burst)),
+		Limiter:     fanout.NewThrottle(requests),
 		Retry:       &fanout.RetryPolicy{MaxAttempts: o.attempts, MaxWait: o.maxWait},
 		Hedge:       &fanout.HedgePolicy{Delay: o.hedge, MaxExtra: o.hedgeExtra},
 		TaskTimeout: o.taskTimeout,
@@ -144,6 +180,11 @@ func (o options) config(w io.Writer) Config {
 	if o.verbose {
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		cfg.Observers = append(cfg.Observers, fanout.SlogObserver(log))
+	}
+	if o.debug != nil {
+		o.debug.ShowLimiter("requests", requests)
+		o.debug.ShowLimiter("requests cooldown", cfg.Limiter)
+		cfg.Observers = append(cfg.Observers, o.debug.Observer("research"))
 	}
 	return cfg
 }
