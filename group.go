@@ -201,6 +201,18 @@ func (g *Group[T]) checkIdle() {
 	}
 }
 
+// Len returns how many tasks are queued, waiting for a worker or their
+// resource's room, and how many are running.
+func (g *Group[T]) Len() (queued, running int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	queued = g.pending.len
+	for _, n := range g.pending.inFlight {
+		running += n
+	}
+	return queued, running
+}
+
 // Wait waits for every task, those added while waiting included, and
 // returns their Results in the order they were added, with the same error
 // as [Run]'s.

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"golang.org/x/time/rate"
 
 	"github.com/gofanout/fanout"
 )
@@ -349,5 +350,33 @@ func TestOrderedStream(t *testing.T) {
 				break
 			}
 		})
+	})
+}
+
+func TestGroupLen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g, _ := fanout.NewGroup[int](context.Background(), fanout.WithLimit(2))
+		for i := range 5 {
+			require.NoError(t, g.Go(fmt.Sprint(i), func(context.Context) (int, error) { time.Sleep(time.Second); return i, nil }))
+		}
+		synctest.Wait()
+		queued, running := g.Len()
+		assert.Equal(t, 3, queued)
+		assert.Equal(t, 2, running)
+		_, err := g.Wait()
+		require.NoError(t, err)
+		queued, running = g.Len()
+		assert.Zero(t, queued+running)
+	})
+}
+
+func TestThrottleUntil(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lim := rate.NewLimiter(1, 1)
+		th := fanout.NewThrottle(lim)
+		assert.False(t, th.Until().After(time.Now()))
+		th.Pause(3 * time.Second)
+		assert.Equal(t, time.Now().Add(3*time.Second), th.Until())
+		assert.Equal(t, fanout.Limiter(lim), th.Limiter())
 	})
 }

@@ -111,6 +111,17 @@ func (t *Throttle) Pause(d time.Duration) {
 	t.mu.Unlock()
 }
 
+// Until returns when the cooldown ends: a time in the past when none is
+// in force. Its waiters are released over a short window after it.
+func (t *Throttle) Until() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.until
+}
+
+// Limiter returns the limiter the Throttle wraps, nil if none.
+func (t *Throttle) Limiter() Limiter { return t.l }
+
 // WaitN waits out any cooldown, then waits on the underlying limiter, then
 // waits out any cooldown that began meanwhile.
 func (t *Throttle) WaitN(ctx context.Context, n int) error {
