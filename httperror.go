@@ -42,7 +42,7 @@ func CheckResponse(resp *http.Response) error {
 	if resp.StatusCode < 400 {
 		return nil
 	}
-	err := &HTTPError{StatusCode: resp.StatusCode, Status: resp.Status, Delay: retryAfter(resp.Header, time.Now())}
+	err := &HTTPError{StatusCode: resp.StatusCode, Status: resp.Status, Delay: ParseRetryAfter(resp.Header, time.Now())}
 	if err.Status == "" {
 		err.Status = strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
 	}
@@ -52,9 +52,11 @@ func CheckResponse(resp *http.Response) error {
 	return backoff.Permanent(err)
 }
 
-// retryAfter reads the server's requested delay: retry-after-ms (as some
-// LLM APIs send) first, then Retry-After as seconds or an HTTP date.
-func retryAfter(h http.Header, now time.Time) time.Duration {
+// ParseRetryAfter returns the delay a response's headers ask for, as of
+// now: retry-after-ms (as some LLM APIs send) first, then Retry-After as
+// seconds or an HTTP date; zero if they ask for none. A delay too long
+// for a Duration is the longest one.
+func ParseRetryAfter(h http.Header, now time.Time) time.Duration {
 	if ms := strings.TrimSpace(h.Get("Retry-After-Ms")); ms != "" {
 		if v, err := strconv.ParseFloat(ms, 64); err == nil && v > 0 {
 			return clampDelay(v, time.Millisecond)

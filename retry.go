@@ -123,6 +123,9 @@ func (p *RetryPolicy) retryable(err error) bool {
 //   - a per-attempt timeout ([ErrTaskTimeout]) is retried;
 //   - the run's own end (context.Canceled, context.DeadlineExceeded,
 //     [ErrRunTimeout]) is not retried;
+//   - an error that says so itself, with a Retryable() bool method (an
+//     SDK adapter that read the server's x-should-retry, say), is retried
+//     as it says; the first such error in the chain decides;
 //   - an error that carries an HTTP status is retried as the table below
 //     says;
 //   - anything else is retried.
@@ -149,6 +152,10 @@ func Retryable(err error) bool {
 		return true
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrRunTimeout):
 		return false
+	}
+	var says interface{ Retryable() bool }
+	if errors.As(err, &says) {
+		return says.Retryable()
 	}
 	if code, ok := httpStatus(err); ok && code >= 400 {
 		return retryableStatus(code)

@@ -2,6 +2,8 @@ package fanout_test
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -68,4 +70,29 @@ func TestRetryPolicyNewBackOff(t *testing.T) {
 			})
 		})
 	}
+}
+
+// verdict is an error that says itself whether to retry it.
+type verdict struct{ retry bool }
+
+func (v verdict) Error() string   { return "sdk: verdict" }
+func (v verdict) Retryable() bool { return v.retry }
+func (v verdict) StatusCode() int { return 400 }
+
+func TestRetryableAsksTheErrorFirst(t *testing.T) {
+	assert.True(t, fanout.Retryable(fmt.Errorf("call: %w", verdict{retry: true})), "x-should-retry: true over a 400")
+	assert.False(t, fanout.Retryable(verdict{retry: false}))
+	assert.False(t, fanout.Retryable(fmt.Errorf("x: %w", backoff.Permanent(verdict{retry: true}))), "a permanent error stays permanent")
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	h := http.Header{}
+	assert.Zero(t, fanout.ParseRetryAfter(h, now))
+	h.Set("Retry-After", "3")
+	assert.Equal(t, 3*time.Second, fanout.ParseRetryAfter(h, now))
+	h.Set("Retry-After-Ms", "250")
+	assert.Equal(t, 250*time.Millisecond, fanout.ParseRetryAfter(h, now), "the finer header first")
+	h = http.Header{"Retry-After": {now.Add(90 * time.Second).Format(http.TimeFormat)}}
+	assert.Equal(t, 90*time.Second, fanout.ParseRetryAfter(h, now))
 }
