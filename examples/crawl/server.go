@@ -109,7 +109,10 @@ func (s *server) handler(h int) http.Handler {
 }
 
 // begin counts a request in flight and returns how many requests for url
-// came before it.
+// came before it. A request the client gave up on (a timeout) stays
+// counted until its handler notices, a moment later: over real sockets
+// the count can so include, briefly, a request the crawler no longer
+// holds. The tests count over an in-memory transport, where it cannot.
 func (s *server) begin(host, url string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

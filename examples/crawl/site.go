@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -27,9 +28,9 @@ type siteConfig struct {
 func demoSite(pages, hosts int, seed uint64) siteConfig {
 	return siteConfig{
 		Pages: pages, Hosts: hosts, Seed: seed,
-		Fast: [2]time.Duration{2 * time.Millisecond, 15 * time.Millisecond},
-		Slow: [2]time.Duration{100 * time.Millisecond, 300 * time.Millisecond},
-		SlowP: 0.03, StallP: 0.002, FlakyP: 0.04, RetryAfter: 0.25, DownP: 0.005,
+		Fast:  [2]time.Duration{time.Millisecond, 10 * time.Millisecond},
+		Slow:  [2]time.Duration{50 * time.Millisecond, 250 * time.Millisecond},
+		SlowP: 0.03, StallP: 0.002, FlakyP: 0.03, RetryAfter: 0.1, DownP: 0.005,
 		BrokenP: 0.03, OutsideP: 0.05,
 	}
 }
@@ -165,29 +166,46 @@ func (s *site) render(w io.Writer, a addrs, id int) {
 	fmt.Fprintln(w, "</ul>")
 }
 
+// want is what a crawl of a site must find.
+type want struct {
+	fetched, notFound, failed []string // sorted
+	retries                   int
+}
+
 // expect returns what a crawl from the root that tries each page up to
 // attempts times must find: the URLs that answer 200, those that answer
-// 404, and those that fail after every attempt.
-func (s *site) expect(a addrs, attempts int) (fetched, notFound, failed []string) {
+// 404, those that fail after every attempt, and the retries on the way.
+func (s *site) expect(a addrs, attempts int) want {
+	var w want
 	seen := map[int]bool{0: true}
 	missing := map[string]bool{}
 	for queue := []int{0}; len(queue) > 0; queue = queue[1:] {
 		p := &s.pages[queue[0]]
-		if p.fails < 0 || p.fails >= attempts || p.stall && attempts < 2 {
-			failed = append(failed, a.url(p.host, queue[0]))
+		u := a.url(p.host, queue[0])
+		switch {
+		case p.fails < 0 || p.fails >= attempts || p.stall && attempts < 2:
+			w.failed = append(w.failed, u)
+			w.retries += attempts - 1
 			continue
+		case p.stall:
+			w.retries++
+		default:
+			w.retries += p.fails
 		}
-		fetched = append(fetched, a.url(p.host, queue[0]))
+		w.fetched = append(w.fetched, u)
 		for _, l := range p.links {
 			switch {
 			case l.kind == toMissing && !missing[a.url(l.host, l.id)]:
 				missing[a.url(l.host, l.id)] = true
-				notFound = append(notFound, a.url(l.host, l.id))
+				w.notFound = append(w.notFound, a.url(l.host, l.id))
 			case l.kind == toPage && !seen[l.id]:
 				seen[l.id] = true
 				queue = append(queue, l.id)
 			}
 		}
 	}
-	return fetched, notFound, failed
+	slices.Sort(w.fetched)
+	slices.Sort(w.notFound)
+	slices.Sort(w.failed)
+	return w
 }

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
@@ -37,10 +38,12 @@ type Bar struct {
 	w     io.Writer
 	p     *mpb.Progress // nil when w is not a terminal
 	bar   *mpb.Bar
+	mu    sync.Mutex // orders the bar's totals as the Counter's grow
 }
 
 // New returns a Bar of total keys, named label, drawing on w if w is a
-// terminal and otherwise silent until Stop.
+// terminal and otherwise silent until Stop. The total may grow with
+// AddTotal.
 func New(total int, w io.Writer, label string) *Bar {
 	b := &Bar{Counter: NewCounter(total), label: label, w: w}
 	if !IsTerminal(w) {
@@ -48,7 +51,14 @@ func New(total int, w io.Writer, label string) *Bar {
 	}
 	b.p = mpb.New(mpb.WithOutput(w), mpb.WithWidth(32), mpb.WithRefreshRate(100*time.Millisecond))
 	b.onDone = func() { b.bar.Increment() }
-	b.bar = b.p.AddBar(int64(total),
+	b.onTotal = func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.bar.SetTotal(b.total.Load(), false)
+	}
+	// Made with no total, so that mpb lets the total change; Stop
+	// completes the bar.
+	b.bar = b.p.AddBar(0,
 		mpb.PrependDecorators(
 			decor.Name(label, decor.WCSyncSpaceR),
 			decor.CountersNoUnit("%d/%d", decor.WCSyncWidth),
@@ -58,6 +68,7 @@ func New(total int, w io.Writer, label string) *Bar {
 			decor.Any(func(decor.Statistics) string { return b.Snapshot().Status() }),
 		),
 	)
+	b.bar.SetTotal(int64(total), false)
 	return b
 }
 

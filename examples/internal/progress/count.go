@@ -13,18 +13,30 @@ import (
 // it hands out. It draws nothing: [Bar] draws it. A Counter is safe for
 // concurrent use.
 type Counter struct {
-	total int
+	total atomic.Int64
 	start time.Time
 
 	done, failed, skipped  atomic.Int64
 	calls, retries, hedges atomic.Int64
 	nested                 atomic.Bool // CallObserver was handed out
 	onDone                 func()      // called after each key done, if set
+	onTotal                func()      // called after the total grows, if set
 }
 
 // NewCounter returns a Counter of total keys, its clock started now.
 func NewCounter(total int) *Counter {
-	return &Counter{total: total, start: time.Now()}
+	c := &Counter{start: time.Now()}
+	c.total.Store(int64(total))
+	return c
+}
+
+// AddTotal adds n keys to the total, for a run whose keys are found as it
+// goes: the pages of a crawl, say.
+func (c *Counter) AddTotal(n int) {
+	c.total.Add(int64(n))
+	if c.onTotal != nil {
+		c.onTotal()
+	}
 }
 
 // Observer returns the observer of the run whose keys the Counter counts.
@@ -75,7 +87,7 @@ func (c *Counter) callHooks() *fanout.Observer {
 // Snapshot returns the counts so far.
 func (c *Counter) Snapshot() Snapshot {
 	return Snapshot{
-		Total: c.total, Done: int(c.done.Load()), Failed: int(c.failed.Load()), Skipped: int(c.skipped.Load()),
+		Total: int(c.total.Load()), Done: int(c.done.Load()), Failed: int(c.failed.Load()), Skipped: int(c.skipped.Load()),
 		Calls: int(c.calls.Load()), Retries: int(c.retries.Load()), Hedges: int(c.hedges.Load()),
 		Elapsed: time.Since(c.start),
 	}

@@ -210,3 +210,23 @@ func TestIsTerminal(t *testing.T) {
 		}
 	}
 }
+
+// TestCounterAddTotal counts a run whose keys are found as it goes.
+func TestCounterAddTotal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var out bytes.Buffer
+		b := progress.New(0, &out, "crawl")
+		g, err := fanout.NewGroup[int](t.Context(), fanout.WithObserver(b.Observer()))
+		require.NoError(t, err)
+		for _, k := range []string{"a", "b"} {
+			b.AddTotal(1)
+			require.NoError(t, g.Go(k, func(ctx context.Context) (int, error) {
+				b.AddTotal(1)
+				return 0, g.Go(k+"'", second(nil))
+			}))
+		}
+		_, err = g.Wait()
+		require.NoError(t, err)
+		assert.Equal(t, progress.Snapshot{Total: 4, Done: 4, Calls: 4, Elapsed: time.Second}, b.Stop())
+	})
+}
