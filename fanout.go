@@ -353,7 +353,7 @@ func validate[T any](cfg *config, tasks []Task[T]) (map[string]int, error) {
 		index[t.Key] = i
 		if len(index) != i+1 {
 			j := slices.IndexFunc(tasks, func(u Task[T]) bool { return u.Key == t.Key })
-			return nil, fmt.Errorf("fanout: duplicate key %q (tasks %d and %d)", t.Key, j, i)
+			return nil, fmt.Errorf("%w %q (tasks %d and %d)", ErrDuplicateKey, t.Key, j, i)
 		}
 	}
 	return index, nil

@@ -69,7 +69,8 @@ func TestGroup(t *testing.T) {
 		g, _ := fanout.NewGroup[int](context.Background())
 		require.NoError(t, g.Go("a", func(context.Context) (int, error) { return 1, nil }))
 		err := g.Go("a", func(context.Context) (int, error) { return 2, nil })
-		assert.EqualError(t, err, `fanout: task "a": duplicate key in the group`)
+		assert.EqualError(t, err, `fanout: task "a": duplicate key`)
+		assert.ErrorIs(t, err, fanout.ErrDuplicateKey)
 		assert.EqualError(t, g.Go("", func(context.Context) (int, error) { return 0, nil }), "fanout: task 1: empty Key")
 		rs, err := g.Wait()
 		require.NoError(t, err)
@@ -378,5 +379,27 @@ func TestThrottleUntil(t *testing.T) {
 		th.Pause(3 * time.Second)
 		assert.Equal(t, time.Now().Add(3*time.Second), th.Until())
 		assert.Equal(t, fanout.Limiter(lim), th.Limiter())
+	})
+}
+
+func TestGroupPriority(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g, _ := fanout.NewGroup[int](context.Background(), fanout.WithLimit(1))
+		var order []string
+		task := func(key string, prio int) fanout.Task[int] {
+			return fanout.Task[int]{Key: key, Priority: prio, Do: func(context.Context) (int, error) {
+				order = append(order, key)
+				time.Sleep(time.Second)
+				return 0, nil
+			}}
+		}
+		require.NoError(t, g.GoTask(task("first", 0)))
+		synctest.Wait()
+		for _, tk := range []fanout.Task[int]{task("a", 0), task("b", 0), task("c", 5), task("d", 0), task("e", 5), task("f", -1)} {
+			require.NoError(t, g.GoTask(tk))
+		}
+		_, err := g.Wait()
+		require.NoError(t, err)
+		assert.Equal(t, []string{"first", "c", "e", "a", "b", "d", "f"}, order)
 	})
 }

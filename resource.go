@@ -1,7 +1,6 @@
 package fanout
 
 import (
-	"container/heap"
 	"context"
 	"fmt"
 	"sync"
@@ -83,8 +82,10 @@ func (c *config) limitsResources() bool { return c.perResource > 0 || len(c.reso
 // its owner locks around it.
 type taskQueue[T any] struct {
 	cfg      *config
-	byName   map[string]*pendingTasks[T]
-	inFlight map[string]int
+	open     pendingTasks[T]             // tasks without a Resource: no map lookup
+	byName   map[string]*pendingTasks[T] // tasks with one
+	inFlight map[string]int              // per Resource
+	running  int
 	len      int
 }
 
@@ -93,13 +94,17 @@ func newTaskQueue[T any](cfg *config) *taskQueue[T] {
 }
 
 func (q *taskQueue[T]) push(p pendingTask[T]) {
+	q.len++
+	if p.t.Resource == "" {
+		q.open.push(p)
+		return
+	}
 	h := q.byName[p.t.Resource]
 	if h == nil {
 		h = &pendingTasks[T]{}
 		q.byName[p.t.Resource] = h
 	}
-	heap.Push(h, p)
-	q.len++
+	h.push(p)
 }
 
 // hasRoom reports whether a task of resource name may start.
@@ -113,21 +118,37 @@ func (q *taskQueue[T]) hasRoom(name string) bool {
 // and counts it in flight.
 func (q *taskQueue[T]) pop(anyRoom bool) (pendingTask[T], bool) {
 	var best *pendingTasks[T]
+	if q.open.len() > 0 {
+		best = &q.open
+	}
 	for name, h := range q.byName {
-		if h.Len() > 0 && (anyRoom || q.hasRoom(name)) && (best == nil || before((*h)[0], (*best)[0])) {
+		if h.len() > 0 && (anyRoom || q.hasRoom(name)) && (best == nil || before(h.first(), best.first())) {
 			best = h
 		}
 	}
 	if best == nil {
 		return pendingTask[T]{}, false
 	}
-	p := heap.Pop(best).(pendingTask[T])
+	p := best.pop()
 	q.len--
-	q.inFlight[p.t.Resource]++
+	q.take(p.t.Resource)
 	return p, true
 }
 
-func (q *taskQueue[T]) release(name string) { q.inFlight[name]-- }
+// take counts a task of resource name in flight.
+func (q *taskQueue[T]) take(name string) {
+	q.running++
+	if name != "" {
+		q.inFlight[name]++
+	}
+}
+
+func (q *taskQueue[T]) release(name string) {
+	q.running--
+	if name != "" {
+		q.inFlight[name]--
+	}
+}
 
 func before[T any](a, b pendingTask[T]) bool {
 	if a.t.Priority != b.t.Priority {
@@ -211,21 +232,69 @@ type pendingTask[T any] struct {
 	index int
 }
 
-// pendingTasks is a heap: highest Priority first, then the order of Go.
-type pendingTasks[T any] []pendingTask[T]
-
-func (p pendingTasks[T]) Len() int { return len(p) }
-func (p pendingTasks[T]) Less(i, j int) bool {
-	if p[i].t.Priority != p[j].t.Priority {
-		return p[i].t.Priority > p[j].t.Priority
-	}
-	return p[i].index < p[j].index
+// pendingTasks is a queue of tasks: first in, first out while none has a
+// Priority (every push and pop O(1)); from the first Priority on, a binary
+// heap, highest Priority first, then the order of Go.
+type pendingTasks[T any] struct {
+	items []pendingTask[T]
+	head  int  // the FIFO's front; 0 once a heap
+	heap  bool // a Priority was seen
 }
-func (p pendingTasks[T]) Swap(i, j int) { p[i], p[j] = p[j], p[i] }
-func (p *pendingTasks[T]) Push(x any)   { *p = append(*p, x.(pendingTask[T])) }
-func (p *pendingTasks[T]) Pop() any {
-	old := *p
-	x := old[len(old)-1]
-	*p = old[:len(old)-1]
-	return x
+
+func (h *pendingTasks[T]) len() int { return len(h.items) - h.head }
+
+// first returns the task pop would return.
+func (h *pendingTasks[T]) first() pendingTask[T] { return h.items[h.head] }
+
+func (h *pendingTasks[T]) push(p pendingTask[T]) {
+	if !h.heap && p.t.Priority != 0 {
+		// Tasks in index order, all of Priority 0, are already a heap.
+		h.items, h.head, h.heap = h.items[h.head:], 0, true
+	}
+	h.items = append(h.items, p)
+	if !h.heap {
+		return
+	}
+	s := h.items
+	for i := len(s) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !before(s[i], s[parent]) {
+			break
+		}
+		s[i], s[parent] = s[parent], s[i]
+		i = parent
+	}
+}
+
+func (h *pendingTasks[T]) pop() pendingTask[T] {
+	if !h.heap {
+		p := h.items[h.head]
+		h.items[h.head] = pendingTask[T]{} // drop the task for the collector
+		if h.head++; h.head == len(h.items) {
+			h.items, h.head = h.items[:0], 0
+		}
+		return p
+	}
+	s := h.items
+	top := s[0]
+	last := len(s) - 1
+	s[0] = s[last]
+	s[last] = pendingTask[T]{}
+	s = s[:last]
+	for i := 0; ; {
+		least, l, r := i, 2*i+1, 2*i+2
+		if l < len(s) && before(s[l], s[least]) {
+			least = l
+		}
+		if r < len(s) && before(s[r], s[least]) {
+			least = r
+		}
+		if least == i {
+			break
+		}
+		s[i], s[least] = s[least], s[i]
+		i = least
+	}
+	h.items = s
+	return top
 }
