@@ -1,0 +1,197 @@
+package fanoutanthropic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/anthropics/anthropic-sdk-go"
+	"github.com/anthropics/anthropic-sdk-go/option"
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/gofanout/fanout"
+)
+
+// A batch's life, top to bottom: run creates it, awaits its end polling
+// with backoff (or cancels it when the context ends), then collects its
+// results into the keys' slots.
+
+// batchRun follows one batch of RunBatch. It writes only its own keys'
+// slots of out.
+type batchRun struct {
+	service *anthropic.MessageBatchService
+	cfg     *config
+	plan    *batchPlan
+	out     []fanout.Result[*anthropic.Message]
+	start   time.Time
+}
+
+const (
+	// createAttempts caps the tries of one batch's creation.
+	createAttempts = 5
+	// cancelTimeout bounds the request that cancels a batch once
+	// RunBatch's context has ended.
+	cancelTimeout = 30 * time.Second
+)
+
+func (b *batchRun) run(ctx context.Context) {
+	id, err := b.create(ctx)
+	switch {
+	case err == nil: // created: from here on, ending ctx cancels it
+	case ctx.Err() != nil:
+		b.failAll(fmt.Errorf("%w before its batch was created: %w", ErrBatchCanceled, context.Cause(ctx)))
+		return
+	default:
+		b.failAll(err)
+		return
+	}
+	if err := b.await(ctx, id); err != nil {
+		b.failAll(err)
+		return
+	}
+	b.collect(ctx, id)
+}
+
+// create creates the batch and returns its id. A creation the server
+// refused with a retryable error is tried again; any other failure is
+// not, since the batch may have been created (a connection cut after the
+// request was sent), and a second one would be paid twice.
+func (b *batchRun) create(ctx context.Context) (string, error) {
+	wait := b.backOff()
+	opts := append([]option.RequestOption{option.WithMaxRetries(0)}, b.cfg.requests...)
+	for attempt := 1; ; attempt++ {
+		batch, err := b.service.New(ctx, anthropic.MessageBatchNewParams{Requests: b.plan.requests}, opts...)
+		if err == nil {
+			return batch.ID, nil
+		}
+		err = Classify(err)
+		var apiErr *APIError
+		if attempt == createAttempts || !errors.As(err, &apiErr) || !apiErr.Retry {
+			return "", err
+		}
+		d := apiErr.Delay
+		if d == 0 {
+			d = wait.NextBackOff()
+		}
+		if sleep(ctx, d) != nil {
+			return "", err
+		}
+	}
+}
+
+// await polls the batch until it ends. When ctx ends first, it cancels the
+// batch on the server and returns the keys' error; a poll the server
+// refuses for good (the batch is gone, the key revoked) ends it too.
+func (b *batchRun) await(ctx context.Context, id string) error {
+	wait := b.backOff()
+	for {
+		if sleep(ctx, wait.NextBackOff()) != nil {
+			return b.cancel(ctx, id)
+		}
+		batch, err := b.service.Get(ctx, id, anthropic.MessageBatchGetParams{}, b.cfg.requests...)
+		switch {
+		case ctx.Err() != nil:
+			return b.cancel(ctx, id)
+		case err != nil:
+			if err = Classify(err); !fanout.Retryable(err) {
+				return fmt.Errorf("fanoutanthropic: polling batch %s: %w", id, err)
+			}
+		case batch.ProcessingStatus == anthropic.MessageBatchProcessingStatusEnded:
+			return nil
+		}
+	}
+}
+
+// cancel cancels the batch on the server, once ctx has ended, and returns
+// the error of its unanswered keys.
+func (b *batchRun) cancel(ctx context.Context, id string) error {
+	cctx, stop := context.WithTimeout(context.WithoutCancel(ctx), cancelTimeout)
+	defer stop()
+	cause := context.Cause(ctx)
+	if _, err := b.service.Cancel(cctx, id, anthropic.MessageBatchCancelParams{}, b.cfg.requests...); err != nil {
+		return fmt.Errorf("%w (batch %s, whose cancellation failed: %v): %w", ErrBatchCanceled, id, Classify(err), cause)
+	}
+	return fmt.Errorf("%w (batch %s): %w", ErrBatchCanceled, id, cause)
+}
+
+// collect reads the results of the ended batch into the keys' slots. A key
+// the results leave out gets an error saying so.
+func (b *batchRun) collect(ctx context.Context, id string) {
+	slot := make(map[string]int, len(b.plan.index)) // custom_id → input position
+	for j, req := range b.plan.requests {
+		slot[req.CustomID] = b.plan.index[j]
+	}
+	stream := b.service.ResultsStreaming(ctx, id, anthropic.MessageBatchResultsParams{}, b.cfg.requests...)
+	defer stream.Close()
+	for stream.Next() {
+		line := stream.Current()
+		i, ok := slot[line.CustomID]
+		if !ok {
+			continue
+		}
+		delete(slot, line.CustomID)
+		b.record(&b.out[i], id, line.Result)
+	}
+	missing := fmt.Errorf("fanoutanthropic: batch %s has no result for the key", id)
+	if err := stream.Err(); err != nil {
+		missing = fmt.Errorf("fanoutanthropic: reading the results of batch %s: %w", id, Classify(err))
+	}
+	for _, i := range slot {
+		b.fail(&b.out[i], missing)
+	}
+}
+
+// record fills the Result of one request from its line of the results.
+func (b *batchRun) record(r *fanout.Result[*anthropic.Message], id string, res anthropic.MessageBatchResultUnion) {
+	switch res.Type {
+	case "succeeded":
+		msg := res.AsSucceeded().Message
+		r.Value, r.Attempts = &msg, 1
+		r.Cost = fanout.Cost{Tokens: int64(b.cfg.count(msg.Usage)), Cents: b.cfg.prices.cents(msg.Usage, 0.5)}
+	case "errored":
+		e := res.AsErrored().Error
+		b.fail(r, batchError(e.Error.Type, e.Error.Message))
+		r.Attempts = 1
+	case "canceled":
+		b.fail(r, fmt.Errorf("%w (batch %s)", ErrBatchCanceled, id))
+	case "expired":
+		b.fail(r, fmt.Errorf("%w (batch %s)", ErrBatchExpired, id))
+	default:
+		b.fail(r, fmt.Errorf("fanoutanthropic: batch %s: result of unknown type %q", id, res.Type))
+	}
+	r.Elapsed = time.Since(b.start)
+}
+
+func (b *batchRun) fail(r *fanout.Result[*anthropic.Message], err error) {
+	r.Err, r.Elapsed = err, time.Since(b.start)
+}
+
+func (b *batchRun) failAll(err error) {
+	for _, i := range b.plan.index {
+		b.fail(&b.out[i], err)
+	}
+}
+
+// backOff is the schedule of polls and of creation retries: from the
+// first poll interval, ×1.5 with ±20% jitter, up to the longest.
+func (b *batchRun) backOff() *backoff.ExponentialBackOff {
+	e := backoff.NewExponentialBackOff()
+	e.InitialInterval, e.MaxInterval = b.cfg.pollFirst, b.cfg.pollMax
+	e.Multiplier, e.RandomizationFactor = 1.5, 0.2
+	e.MaxElapsedTime = 0
+	e.Reset()
+	return e
+}
+
+// sleep waits for d, or until ctx ends, and then returns ctx's cause.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
