@@ -78,10 +78,12 @@ func WithRequestLimit(l Limiter) Option {
 // waits until d has passed, both before and after it waits on the limiter
 // it wraps, so that a task already queued in that limiter does not start
 // during the cooldown. When an attempt gets a server-directed delay (an
-// HTTP 429 with Retry-After), the run pauses each of its Throttles, so
-// that every task sharing one backs off, not only the one that was told
-// to; and after every limiter a run waits on, it waits out the cooldown of
-// each of its Throttles again. A plain *rate.Limiter has no cooldown: wrap
+// HTTP 429 with Retry-After), the run pauses each of its limiters that has
+// a Pause(time.Duration) method, as Throttle does, so that every task
+// sharing one backs off, not only the one that was told to; and after
+// every limiter a run waits on, it waits out again the cooldown of each
+// of its limiters that says when it ends with an Until() time.Time method,
+// as Throttle does. A plain *rate.Limiter has no cooldown: wrap
 // it with NewThrottle to have one, and pass the same Throttle to every run
 // that shares it.
 //
@@ -224,23 +226,37 @@ func (r *run[T]) waitLimiters(ctx context.Context, t Task[T], n int, hedge bool)
 	return wait, err
 }
 
-// coolDowns waits until none of the run's Throttles is cooling down.
+// coolDowns waits until none of the run's limiters is cooling down: a
+// Throttle, or any limiter that says when its cooldown ends with an
+// Until() time.Time method.
 func (r *run[T]) coolDowns(ctx context.Context) error {
 	for {
 		waited := false
 		for _, u := range r.cfg.limiters {
-			if th, ok := u.l.(*Throttle); ok {
-				w, err := th.coolDown(ctx)
-				if err != nil {
-					return err
-				}
-				waited = waited || w
+			w, err := coolDown(ctx, u.l)
+			if err != nil {
+				return err
 			}
+			waited = waited || w
 		}
 		if !waited {
 			return nil
 		}
 	}
+}
+
+func coolDown(ctx context.Context, l Limiter) (waited bool, err error) {
+	switch l := l.(type) {
+	case *Throttle:
+		return l.coolDown(ctx)
+	case interface{ Until() time.Time }:
+		left := time.Until(l.Until())
+		if left <= 0 {
+			return false, nil
+		}
+		return true, sleep(ctx, left+randUpTo(spread(left)))
+	}
+	return false, nil
 }
 
 var errRateLimiter = errors.New("fanout: rate limiter")
@@ -285,6 +301,10 @@ func burstOf(l Limiter) (int, bool) {
 		return burstOf(l.l)
 	case interface{ Burst() int }:
 		return l.Burst(), true
+	case interface{ Limiter() Limiter }: // a wrapper, like Throttle
+		if inner := l.Limiter(); inner != nil {
+			return burstOf(inner)
+		}
 	}
 	return 0, false
 }

@@ -3,6 +3,7 @@ package fanout_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -491,5 +492,73 @@ func TestRateBoundAfterHedgesAndStops(t *testing.T) {
 				}
 			}
 		}
+	})
+}
+
+// cooling is a limiter of another package's making that cools down like
+// a Throttle and wraps a rate.Limiter.
+type cooling struct {
+	mu    sync.Mutex
+	until time.Time
+	inner *rate.Limiter
+}
+
+func (c *cooling) WaitN(ctx context.Context, n int) error { return c.inner.WaitN(ctx, n) }
+func (c *cooling) Pause(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.until = time.Now().Add(d)
+}
+func (c *cooling) Until() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.until
+}
+func (c *cooling) Limiter() fanout.Limiter { return c.inner }
+
+func TestOtherLimitersCoolDownAndReportTheirBurst(t *testing.T) {
+	t.Run("a wrapped limiter's burst refuses oversize tasks up front", func(t *testing.T) {
+		_, err := fanout.Run(context.Background(), []fanout.Task[int]{{Key: "big", Tokens: 50, Do: value("x", 1).Do}},
+			fanout.WithRateLimit(&cooling{inner: rate.NewLimiter(10, 20)}))
+		assert.EqualError(t, err, `fanout: task "big": charge of 50 exceeds the burst 20 of the limiter of WithRateLimit`)
+	})
+	t.Run("a cooldown reported by Until is waited out after every limiter", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			c := &cooling{inner: rate.NewLimiter(rate.Inf, 1)}
+			c.Pause(2 * time.Second)
+			start := time.Now()
+			_, err := fanout.Run(context.Background(), []fanout.Task[int]{value("a", 1)}, fanout.WithRequestLimit(c))
+			require.NoError(t, err)
+			assertReleased(t, time.Since(start), 2*time.Second, 400*time.Millisecond)
+		})
+	})
+}
+
+func TestAClientDeadlineIsRetried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		assert.True(t, fanout.Retryable(fmt.Errorf("sdk: %w", context.DeadlineExceeded)))
+		calls := 0
+		_, err := fanout.Call(context.Background(), func(ctx context.Context) (int, error) {
+			if calls++; calls == 1 {
+				ctx, cancel := context.WithTimeout(ctx, time.Second) // the SDK's own request timeout
+				defer cancel()
+				<-ctx.Done()
+				return 0, ctx.Err()
+			}
+			return 1, nil
+		}, fanout.WithRetry(exact(3)))
+		require.NoError(t, err)
+		assert.Equal(t, 2, calls)
+
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		calls = 0
+		_, err = fanout.Call(ctx, func(ctx context.Context) (int, error) {
+			calls++
+			<-ctx.Done()
+			return 0, ctx.Err()
+		}, fanout.WithRetry(exact(3)))
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Equal(t, 1, calls, "the caller's own deadline ends the retries")
 	})
 }

@@ -121,8 +121,11 @@ func (p *RetryPolicy) retryable(err error) bool {
 //     not retried;
 //   - a panic ([*PanicError]) or a Goexit ([ErrGoexit]) is not retried;
 //   - a per-attempt timeout ([ErrTaskTimeout]) is retried;
-//   - the run's own end (context.Canceled, context.DeadlineExceeded,
-//     [ErrRunTimeout]) is not retried;
+//   - a cancellation (context.Canceled) or the run's timeout
+//     ([ErrRunTimeout]) is not retried; a deadline the task's own client
+//     set (context.DeadlineExceeded) is, like a per-attempt timeout —
+//     whatever the error, no retry starts once the run's context has
+//     ended;
 //   - an error that says so itself, with a Retryable() bool method (an
 //     SDK adapter that read the server's x-should-retry, say), is retried
 //     as it says; the first such error in the chain decides;
@@ -150,7 +153,7 @@ func Retryable(err error) bool {
 		return false
 	case errors.Is(err, ErrTaskTimeout):
 		return true
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrRunTimeout):
+	case errors.Is(err, context.Canceled), errors.Is(err, ErrRunTimeout):
 		return false
 	}
 	var says interface{ Retryable() bool }
