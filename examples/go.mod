@@ -6,6 +6,7 @@ require (
 	github.com/anthropics/anthropic-sdk-go v1.84.0
 	github.com/cenkalti/backoff/v4 v4.3.0
 	github.com/gofanout/fanout v0.0.0
+	github.com/gofanout/fanout/anthropic v0.0.0
 	github.com/stretchr/testify v1.12.1
 	github.com/vbauerster/mpb/v8 v8.9.3
 	go.uber.org/goleak v1.3.0
@@ -43,3 +44,5 @@ require (
 replace github.com/gofanout/fanout => ../
 
 replace github.com/gofanout/fanout/debug => ../debug
+
+replace github.com/gofanout/fanout/anthropic => ../anthropic

@@ -207,3 +207,62 @@ func TestResponse(t *testing.T) {
 	var apiErr *openai.Error
 	assert.False(t, errors.As(err, &apiErr))
 }
+
+// TestShouldRetryOverrulesTheStatusBehindIt runs fanout.Run with WithRetry
+// and its default RetryIf, fanout.Retryable, over errors whose chain holds
+// the SDK's *openai.Error with a status that says the opposite of the
+// server's x-should-retry: the verdict is Classify's, read through
+// APIError's Retryable method, not the status's.
+func TestShouldRetryOverrulesTheStatusBehindIt(t *testing.T) {
+	withHeader := func(rep reply, shouldRetry string) reply {
+		rep.header = map[string]string{"x-should-retry": shouldRetry}
+		return rep
+	}
+	tests := []struct {
+		name         string
+		give         []reply // the answers before the fake serves the key
+		wantHits     int
+		wantErr      bool
+		wantStatuses []int // of the *openai.Error behind each failed attempt
+	}{
+		{
+			name:         "x-should-retry: true on a 400 is retried until served",
+			give:         []reply{withHeader(badRequest(), "true"), withHeader(badRequest(), "true")},
+			wantHits:     3,
+			wantStatuses: []int{400, 400},
+		},
+		{
+			name:         "x-should-retry: false on a 500 is not retried",
+			give:         []reply{withHeader(serverError(), "false"), withHeader(serverError(), "false")},
+			wantHits:     1,
+			wantErr:      true,
+			wantStatuses: []int{500},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			api := newFakeAPI(t)
+			api.script("a", tt.give...)
+			var mu sync.Mutex
+			var statuses []int
+			obs := &fanout.Observer{AttemptDone: func(_ context.Context, a fanout.AttemptInfo) {
+				var sdk *openai.Error
+				if errors.As(a.Err, &sdk) {
+					mu.Lock()
+					defer mu.Unlock()
+					statuses = append(statuses, sdk.StatusCode)
+				}
+			}}
+			rs, err := fanout.Run(context.Background(), []fanout.Task[*openai.ChatCompletion]{chatTask(api.client(), "a")},
+				fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 3, InitialInterval: time.Millisecond}),
+				fanout.WithObserver(obs))
+			assert.Equal(t, tt.wantErr, err != nil, "Run's error: %v", err)
+			r, _ := rs.Get("a")
+			assert.Equal(t, tt.wantHits, r.Attempts)
+			assert.Equal(t, tt.wantHits, api.stats().hits["a"], "requests the server saw")
+			mu.Lock()
+			defer mu.Unlock()
+			assert.Equal(t, tt.wantStatuses, statuses, "Unwrap exposes the SDK's error and its status")
+		})
+	}
+}

@@ -20,13 +20,11 @@ import (
 // first. Its message is the API's: "openai: 429 rate_limit_exceeded: Rate
 // limit reached for ...".
 //
-// errors.As finds the SDK's *openai.Error behind it (with the param, the
-// raw JSON, the request and the response). It is reached through As
-// rather than Unwrap on purpose: fanout.Retryable decides by the first
-// HTTP status it meets in an error's chain, and the verdict must be
-// Classify's, which obeys the server's x-should-retry header over the
-// status. For the same reason the status field is not named StatusCode,
-// which fanout.Retryable would read.
+// It wraps the SDK's *openai.Error (with the param, the raw JSON, the
+// request and the response), which errors.As finds. fanout.Retryable asks
+// its Retryable method before reading any HTTP status in the chain, so the
+// verdict is Classify's, which obeys the server's x-should-retry header
+// over the status.
 type APIError struct {
 	// Status is the HTTP status; for a request of a batch, the status the
 	// batch answered it with.
@@ -71,13 +69,16 @@ func (e *APIError) detail() string {
 // next attempt, and pauses every [Limits] and fanout.Throttle of the run.
 func (e *APIError) RetryAfter() time.Duration { return e.Delay }
 
-// As sets *target to the SDK's error when target is a **openai.Error.
-func (e *APIError) As(target any) bool {
-	if t, ok := target.(**openai.Error); ok && e.sdk != nil {
-		*t = e.sdk
-		return true
+// Retryable reports Retry: fanout.Retryable asks it first.
+func (e *APIError) Retryable() bool { return e.Retry }
+
+// Unwrap returns the SDK's *openai.Error; nil for an APIError that
+// Classify did not make.
+func (e *APIError) Unwrap() error {
+	if e.sdk == nil {
+		return nil
 	}
-	return false
+	return e.sdk
 }
 
 // Classify turns the first *openai.Error in err's chain into an [*APIError]

@@ -88,6 +88,8 @@ func TestClassify(t *testing.T) {
 
 			var e *fanoutopenai.APIError
 			require.ErrorAs(t, err, &e)
+			assert.Same(t, tt.give, errors.Unwrap(e), "APIError unwraps to the SDK's error")
+			assert.Equal(t, tt.wantRetry, e.Retryable(), "APIError.Retryable")
 			assert.Equal(t, tt.wantRetry, e.Retry)
 			assert.Equal(t, tt.wantDelay, e.RetryAfter())
 			assert.Equal(t, tt.give.StatusCode, e.Status)

@@ -28,16 +28,22 @@ func NewClaude(model string, opts ...option.RequestOption) *Claude {
 	return &Claude{client: anthropic.NewClient(opts...), model: anthropic.Model(model)}
 }
 
-// Classify asks for one sample, at temperature 1 so that samples may
-// differ, and reports the tokens it used through fanout.Spend.
+// Classify asks for one sample and reports the tokens it used through
+// fanout.Spend.
 func (c *Claude) Classify(ctx context.Context, q Query) (string, error) {
-	return claude.Text(ctx, &c.client, anthropic.MessageNewParams{
-		Model:       c.model,
+	return claude.Text(ctx, &c.client, sampleParams(c.model, q.Item.Text))
+}
+
+// sampleParams is the request of one sample of text: one word, at
+// temperature 1 so that samples may differ. -batch sends the same.
+func sampleParams(model anthropic.Model, text string) anthropic.MessageNewParams {
+	return anthropic.MessageNewParams{
+		Model:       model,
 		MaxTokens:   5,
 		Temperature: anthropic.Float(1),
 		System:      []anthropic.TextBlockParam{{Text: systemPrompt}},
-		Messages:    []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(q.Item.Text))},
-	})
+		Messages:    []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(text))},
+	}
 }
 
 // Name describes the classifier for the summary.
