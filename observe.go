@@ -40,6 +40,16 @@ type Observer struct {
 	TaskDone func(ctx context.Context, t TaskInfo)
 	// RunDone is called once every key is done, with the run's totals.
 	RunDone func(ctx context.Context, s RunSummary)
+	// Limit is called after an [AdaptiveLimiter] whose config holds this
+	// Observer changes its limit, with the context of the attempt whose
+	// outcome changed it. Runs do not call it, since one limiter serves
+	// many runs.
+	Limit func(ctx context.Context, l LimitInfo)
+	// Breaker is called after a [CircuitBreaker] whose config holds this
+	// Observer changes state, with the context of the attempt that changed
+	// it (context.Background() when State found the cool-off over). Runs
+	// do not call it, since one breaker serves many runs.
+	Breaker func(ctx context.Context, b BreakerInfo)
 }
 
 // AttemptInfo describes one call of a task's Do.
@@ -258,5 +268,19 @@ func (t *runTally) summary(elapsed time.Duration, cost Cost) RunSummary {
 		Tasks: int(t.tasks.Load()), Succeeded: int(t.succeeded.Load()), Failed: int(t.failed.Load()),
 		Skipped: int(t.skipped.Load()), Attempts: int(t.attempts.Load()), Hedges: int(t.hedges.Load()),
 		Cost: cost, Elapsed: elapsed,
+	}
+}
+
+func (o *Observer) limitChanged(ctx context.Context, l LimitInfo) {
+	if o != nil && o.Limit != nil {
+		defer ignorePanic()
+		o.Limit(ctx, l)
+	}
+}
+
+func (o *Observer) breakerChanged(ctx context.Context, b BreakerInfo) {
+	if o != nil && o.Breaker != nil {
+		defer ignorePanic()
+		o.Breaker(ctx, b)
 	}
 }
