@@ -322,7 +322,7 @@ func TestCircuitBreakerInARun(t *testing.T) {
 			last, _ := rs.Get("k9")
 			assert.ErrorIs(t, last.Err, fanout.ErrCircuitOpen)
 			assert.Zero(t, last.Attempts)
-			assert.Equal(t, "error", fanout.ErrorKind(last.Err))
+			assert.Equal(t, "circuit_open", fanout.ErrorKind(last.Err))
 		})
 	})
 }

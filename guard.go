@@ -29,6 +29,9 @@ type Admission struct {
 type Outcome struct {
 	Err     error
 	Elapsed time.Duration
+	// Started is false when the attempt never called Do: a later guard,
+	// or a cooldown that began while it waited, refused it.
+	Started bool
 }
 
 // WithGuard makes every attempt of the run, retries and hedged copies

@@ -86,3 +86,22 @@ func TestGuard(t *testing.T) {
 		assert.EqualError(t, err, "fanout: WithGuard(nil): guard must not be nil")
 	})
 }
+
+func TestGuardThenCooldown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// The guard holds the attempt for a second; a pause begins
+		// meanwhile, and the attempt waits it out before its call.
+		th := fanout.NewThrottle(nil)
+		slow := &gatekeeper{refuse: func(fanout.Admission) error {
+			th.Pause(3 * time.Second)
+			time.Sleep(time.Second)
+			return nil
+		}}
+		start := time.Now()
+		_, err := fanout.Run(context.Background(), []fanout.Task[int]{value("a", 1)}, fanout.WithGuard(slow), fanout.WithRequestLimit(th))
+		require.NoError(t, err)
+		assertReleased(t, time.Since(start), 3*time.Second, 600*time.Millisecond)
+		require.Len(t, slow.outcomes, 1)
+		assert.True(t, slow.outcomes[0].Started)
+	})
+}

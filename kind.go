@@ -19,6 +19,8 @@ import (
 //	"timeout"     ErrTaskTimeout                 ran past WithTaskTimeout
 //	"panic"       *PanicError                    panicked
 //	"goexit"      ErrGoexit                      called runtime.Goexit
+//	"circuit_open" ErrCircuitOpen                was refused by an open CircuitBreaker
+//	"retry_budget" ErrRetryBudgetExceeded        was refused a retry by a RetryBudget
 //	"error"       anything else                  failed with its own error
 //
 // The order matters: a skipped key's error also wraps why the run stopped,
@@ -45,6 +47,10 @@ func ErrorKind(err error) string {
 		return "panic"
 	case errors.Is(err, ErrGoexit):
 		return "goexit"
+	case errors.Is(err, ErrCircuitOpen):
+		return "circuit_open"
+	case errors.Is(err, ErrRetryBudgetExceeded):
+		return "retry_budget"
 	}
 	return "error"
 }
@@ -81,6 +87,10 @@ func kindErrors(kind, msg string) []error {
 		return []error{ErrTaskTimeout}
 	case "goexit":
 		return []error{ErrGoexit}
+	case "circuit_open":
+		return []error{ErrCircuitOpen}
+	case "retry_budget":
+		return []error{ErrRetryBudgetExceeded}
 	case "panic":
 		// The stack stays with the sender; the value is in its message.
 		return []error{&PanicError{Value: strings.TrimPrefix(msg, panicPrefix())}}

@@ -158,6 +158,8 @@ func combineObservers(obs []*Observer) *Observer {
 		LimiterWait: func(ctx context.Context, w WaitInfo) { each(obs, func(o *Observer) { o.limiterWait(ctx, w) }) },
 		TaskDone:    func(ctx context.Context, t TaskInfo) { each(obs, func(o *Observer) { o.taskDone(ctx, t) }) },
 		RunDone:     func(ctx context.Context, s RunSummary) { each(obs, func(o *Observer) { o.runDone(ctx, s) }) },
+		Limit:       func(ctx context.Context, l LimitInfo) { each(obs, func(o *Observer) { o.limitChanged(ctx, l) }) },
+		Breaker:     func(ctx context.Context, b BreakerInfo) { each(obs, func(o *Observer) { o.breakerChanged(ctx, b) }) },
 	}
 }
 

@@ -19,8 +19,10 @@ var ErrRetryBudgetExceeded = errors.New("fanout: retry budget exceeded")
 // just when it can least take it. First attempts always pass. A retry or
 // a hedged copy passes while the retries and copies let through in the
 // last 10 seconds stay within ratio × the first attempts of those 10
-// seconds, plus minPerSecond × 10 for the quiet times (the window moves
-// in whole seconds); otherwise it is
+// seconds, or within minPerSecond × 10 when that is more, for the quiet
+// times (the window moves in whole seconds): the floor is a minimum, not
+// an addition, so that under load retries stay within ratio of the
+// traffic; otherwise it is
 // refused with [ErrRetryBudgetExceeded], and its key fails at once with
 // its last attempt's error. Finagle's default is 20% and 10 retries a
 // second: NewRetryBudget(0.2, 10).
@@ -53,8 +55,8 @@ type budgetSlot struct {
 }
 
 // NewRetryBudget returns a RetryBudget that lets retries and hedged
-// copies make up ratio of the first attempts of the last 10 seconds, plus
-// minPerSecond a second. It panics if either is negative or not a number.
+// copies make up ratio of the first attempts of the last 10 seconds, and
+// at least minPerSecond a second. It panics if either is negative or not a number.
 func NewRetryBudget(ratio, minPerSecond float64) *RetryBudget {
 	if !(ratio >= 0) || !(minPerSecond >= 0) || math.IsInf(ratio, 1) || math.IsInf(minPerSecond, 1) {
 		panic(fmt.Sprintf("fanout: NewRetryBudget(%v, %v): ratio and minPerSecond must be finite and not negative", ratio, minPerSecond))
@@ -76,7 +78,7 @@ func (b *RetryBudget) Admit(ctx context.Context, a Admission) (func(Outcome), er
 		return nil, nil
 	}
 	firsts, retries := b.sum(now)
-	if float64(retries+1) > b.ratio*float64(firsts)+b.floor {
+	if float64(retries+1) > b.allowed(firsts) {
 		return nil, ErrRetryBudgetExceeded
 	}
 	slot.retries++
@@ -88,7 +90,7 @@ func (b *RetryBudget) Available() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	firsts, retries := b.sum(b.now())
-	return max(0, int(math.Floor(b.ratio*float64(firsts)+b.floor))-retries)
+	return max(0, int(math.Floor(b.allowed(firsts)))-retries)
 }
 
 // refund gives back the retry admitted in second at if it was never
@@ -128,3 +130,7 @@ func (b *RetryBudget) sum(now int64) (firsts, retries int) {
 	}
 	return firsts, retries
 }
+
+// allowed is how many retries and copies the window allows beside firsts
+// first attempts.
+func (b *RetryBudget) allowed(firsts int) float64 { return max(b.ratio*float64(firsts), b.floor) }

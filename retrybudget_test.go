@@ -46,14 +46,15 @@ func TestRetryBudget(t *testing.T) {
 		firsts(t, b, 1000)
 		assert.Zero(t, retries(b, 10))
 	})
-	t.Run("retries and hedged copies pass within ratio of the first attempts plus the floor", func(t *testing.T) {
+	t.Run("retries and hedged copies pass within ratio of the first attempts, or the floor if more", func(t *testing.T) {
 		tests := []struct {
 			name              string
 			ratio, perSecond  float64
 			firsts, wantRetry int
 		}{
 			{"20% of 100", 0.2, 0, 100, 20},
-			{"20% of 100, plus 10 a second for 10 s", 0.2, 10, 100, 120},
+			{"20% of 100 is less than the floor of 10 a second for 10 s", 0.2, 10, 100, 100},
+			{"20% of 1000 is more than the floor", 0.2, 10, 1000, 200},
 			{"the floor alone, when nothing else runs", 0.2, 1, 0, 10},
 			{"whole retries only", 0.5, 0, 3, 1},
 			{"none at all", 0, 0, 100, 0},

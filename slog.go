@@ -10,7 +10,9 @@ import (
 // rate-limiter waits at Debug, and the run's totals at Info. Attributes
 // are key, attempt and error throughout, with elapsed and limiter_wait on
 // attempts and keys, wait and server_directed on retries, after on
-// hedges, hedge on attempts and limiter waits, and the run's counts.
+// hedges, hedge on attempts and limiter waits, and the run's counts; an
+// AdaptiveLimiter's changes at Info and a CircuitBreaker's at Warn, when
+// their config holds this Observer.
 func SlogObserver(l *slog.Logger) *Observer {
 	if l == nil {
 		l = slog.Default()
@@ -38,6 +40,14 @@ func SlogObserver(l *slog.Logger) *Observer {
 			}
 			l.Log(ctx, level, "fanout task done", "key", t.Key, "attempts", t.Attempts,
 				"elapsed", t.Elapsed, "limiter_wait", t.LimiterWait, "error", t.Err)
+		},
+		Limit: func(ctx context.Context, a LimitInfo) {
+			l.InfoContext(ctx, "fanout adaptive limit", "name", a.Name, "limit", a.Limit, "previous", a.Previous,
+				"in_flight", a.InFlight, "reason", a.Reason, "error", a.Err)
+		},
+		Breaker: func(ctx context.Context, b BreakerInfo) {
+			l.WarnContext(ctx, "fanout circuit breaker", "name", b.Name, "from", b.From.String(), "to", b.To.String(),
+				"failures", b.Failures, "attempts", b.Attempts, "until", b.Until, "error", b.Err)
 		},
 		RunDone: func(ctx context.Context, s RunSummary) {
 			l.InfoContext(ctx, "fanout run done", "tasks", s.Tasks, "succeeded", s.Succeeded,

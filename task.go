@@ -141,6 +141,15 @@ func (r *run[T]) ready(ctx context.Context, t Task[T], n int, hedge bool) (p pas
 	}
 	if p.guards, err = r.admit(ctx, Admission{Key: t.Key, Attempt: n, Hedge: hedge}); err != nil {
 		r.spend.done(int64(t.Tokens))
+		return p, err
+	}
+	if len(p.guards) > 0 {
+		// A guard may have made the attempt wait: a cooldown may have
+		// begun meanwhile.
+		if err = r.coolDowns(ctx); err != nil {
+			tell(p.guards, Outcome{Err: err})
+			r.spend.done(int64(t.Tokens))
+		}
 	}
 	return p, err
 }
@@ -178,7 +187,7 @@ func (r *run[T]) attempt(ctx context.Context, t Task[T], info AttemptInfo, p pas
 func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo, p pass) (v T, err error) {
 	defer r.spend.done(int64(t.Tokens))
 	start := time.Now()
-	defer func() { tell(p.guards, Outcome{Err: err, Elapsed: time.Since(start)}) }()
+	defer func() { tell(p.guards, Outcome{Err: err, Elapsed: time.Since(start), Started: true}) }()
 	if r.settles {
 		ctx = context.WithValue(ctx, settleKey{}, &settlement{limiters: r.cfg.limiters, tokens: t.Tokens, resource: t.Resource})
 	}
