@@ -165,7 +165,7 @@ func TestBrowserFollowsALiveRun(t *testing.T) {
 		chromedp.Navigate(srv.URL+"/debug/fanout/"),
 		chromedp.WaitVisible(chromedp.CSS(`#runs tr[data-run] td[data-f="id"] a`)),
 	))
-	name, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#runs tr[data-run] td[data-f="name"]`)))
+	name, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#runs tr[data-run] td[data-f="name"]').textContent`))
 	require.NoError(t, err)
 	assert.Equal(t, "summarize docs", name)
 	require.NoError(t, chromedp.Do(ctx,
@@ -200,12 +200,16 @@ func TestBrowserFollowsALiveRun(t *testing.T) {
 	shot("run-live.png")
 
 	// The failures list names the failed key with its error.
-	errText, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#failures tr[data-key="doc-07"] td[data-f="error"]`)))
+	// Read in one script: the page re-renders its tables as it polls, so
+	// a node found by one call may be gone by the next.
+	failure, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]string](`(() => {
+		const out = {};
+		for (const td of document.querySelectorAll('#failures tr[data-key="doc-07"] td[data-f]')) out[td.dataset.f] = td.textContent;
+		return out;
+	})()`))
 	require.NoError(t, err)
-	assert.Equal(t, "upstream 503: model overloaded", errText)
-	kind, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#failures tr[data-key="doc-07"] td[data-f="kind"]`)))
-	require.NoError(t, err)
-	assert.Equal(t, "error", kind)
+	assert.Equal(t, "upstream 503: model overloaded", failure["error"])
+	assert.Equal(t, "error", failure["kind"])
 
 	// At the end the page matches the run's Results.
 	close(lr.gate)
