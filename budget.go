@@ -76,6 +76,9 @@ func (s *spending) add(c Cost) {
 	s.mu.Unlock()
 }
 
+// limited reports whether the run has a budget.
+func (s *spending) limited() bool { return s.max != (Cost{}) }
+
 // admit lets an attempt estimated at est tokens start, or reports that the
 // budget is spent: it waits while est does not fit beside the attempts in
 // flight, and refuses once it could not fit even alone. An admitted

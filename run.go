@@ -25,6 +25,7 @@ type run[T any] struct {
 	sem     *Semaphore
 	borrow  chan struct{} // the slot of the task this run is nested in, if any
 	perRes  *resourceGate // per-resource limits taken in turn (lazy or ordered sources)
+	rel     releaser[T]   // the source, if it must hear when a task ends
 	hedger  *hedger
 	spend   *spending
 	obs     *Observer
@@ -69,7 +70,8 @@ func newRun[T any](ctx context.Context, cfg *config, src source[T], total int) *
 	if r.sem != nil {
 		r.borrow = lease(ctx, r.sem)
 	}
-	if _, queued := src.(releaser[T]); cfg.limitsResources() && !queued {
+	r.rel, _ = src.(releaser[T])
+	if cfg.limitsResources() && r.rel == nil {
 		r.perRes = &resourceGate{cfg: cfg, sems: map[string]*Semaphore{}}
 	}
 	if cfg.hedge != nil {

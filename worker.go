@@ -9,15 +9,17 @@ import (
 // worker is one goroutine claiming tasks. Its scope is what its tasks'
 // context carries (spending, the slot a nested run may borrow).
 type worker[T any] struct {
-	ctx   context.Context
-	scope *scope
-	res   *Result[T]    // the key in hand, nil between keys
-	task  Task[T]       // its task, until the source hears it ended
-	held  bool          // the source has not heard yet
-	step  int           // how far the key in hand has got
-	start time.Duration // monotime when its task started, 0 before
-	done  bool          // the worker returned normally
-	spare Result[T]     // where a Result goes when the run keeps none
+	ctx     context.Context
+	scope   *scope
+	res     *Result[T]    // the key in hand, nil between keys
+	task    Task[T]       // its task, until the source hears it ended
+	held    bool          // the source has not heard yet
+	step    int           // how far the key in hand has got
+	start   time.Duration // monotime when its task started, 0 before
+	lastEnd time.Duration // monotime when its last task ended, if nothing ran since
+	quiet   bool          // nothing runs between two of its tasks but a claim
+	done    bool          // the worker returned normally
+	spare   Result[T]     // where a Result goes when the run keeps none
 }
 
 // The steps of a key's life on a worker, so that a worker whose goroutine
@@ -35,6 +37,7 @@ const (
 // skipped, so every key has its Result.
 func (r *run[T]) runWorker() {
 	w := &worker[T]{scope: newScope(r.ctx, r.sem, r.spend)}
+	w.quiet = r.obs == nil && r.fold == nil && r.emit == nil && r.keep == nil && r.cfg.journal == nil
 	ctx := r.ctx
 	if r.cfg.taskTimeout > 0 {
 		// Each attempt's deadline context registers on its parent's
@@ -58,7 +61,9 @@ func (r *run[T]) runWorker() {
 			*res = Result[T]{}
 		}
 		w.res, w.step, w.start = res, stepRunning, 0
-		w.task, w.held = t, true
+		if r.rel != nil {
+			w.task, w.held = t, true
+		}
 		r.runTask(w, t, i, res)
 		r.released(w)
 		r.finish(w)
@@ -106,9 +111,7 @@ func (r *run[T]) released(w *worker[T]) {
 		return
 	}
 	w.held = false
-	if rel, ok := r.src.(releaser[T]); ok {
-		rel.release(w.task)
-	}
+	r.rel.release(w.task)
 }
 
 // finish records the key in hand: fail-fast, the observer, the aggregator,
