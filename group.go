@@ -44,10 +44,10 @@ var (
 // is done.
 //
 // Under WithLimit(8), on the 2-core benchmark machine, a Go of a trivial
-// task and its share of Wait cost about 0.75 µs and 0.12 allocations:
-// about 3.5 times a task of Run, whose tasks are known up front, and less
-// than errgroup with a map of results and a timeout per task (see
-// BENCHMARKS.md). Most of it is waking an idle worker per task.
+// task and its share of Wait cost about 0.9 µs and 0.12 allocations:
+// about 4 times a task of Run, whose tasks are known up front, 1.3 times
+// errgroup with a map of results, and less than that with a timeout per
+// task (see BENCHMARKS.md). Most of it is waking an idle worker per task.
 type Group[T any] struct {
 	ctx        context.Context // NewGroup's, for the aggregator's Result
 	r          *run[T]
