@@ -82,6 +82,7 @@ const (
 	KeyHedge       = attribute.Key("fanout.hedge")
 	KeyLimiterWait = attribute.Key("fanout.limiter_wait")
 	KeyOutcome     = attribute.Key("fanout.outcome")
+	KeyName        = attribute.Key("fanout.name") // an AdaptiveLimiter's or CircuitBreaker's
 	KeyWait        = attribute.Key("fanout.wait")
 	KeyAfter       = attribute.Key("fanout.after")
 	KeySucceeded   = attribute.Key("fanout.succeeded")
@@ -158,6 +159,8 @@ type observer struct {
 	limiterWait metric.Float64Histogram
 	retries     metric.Int64Counter
 	hedges      metric.Int64Counter
+	limit       metric.Int64Gauge
+	breaker     metric.Int64Gauge
 }
 
 func newObserver(c config) (*observer, error) {
@@ -167,7 +170,7 @@ func newObserver(c config) (*observer, error) {
 		attrs:  c.attrs,
 		set:    metric.WithAttributeSet(attribute.NewSet(c.attrs...)),
 	}
-	var errs [6]error
+	var errs [8]error
 	o.tasks, errs[0] = m.Int64Counter("fanout.tasks", metric.WithUnit("{task}"),
 		metric.WithDescription("Keys done, by outcome: ok, error, skipped (never started), "+
 			"or cancelled (stopped by an aggregator that had decided or by a Stream's consumer)."))
@@ -181,6 +184,10 @@ func newObserver(c config) (*observer, error) {
 		metric.WithDescription("Failed attempts about to be retried."))
 	o.hedges, errs[5] = m.Int64Counter("fanout.hedges", metric.WithUnit("{hedge}"),
 		metric.WithDescription("Hedged copies of slow attempts started."))
+	o.limit, errs[6] = m.Int64Gauge("fanout.adaptive.limit", metric.WithUnit("{attempt}"),
+		metric.WithDescription("The concurrency an AdaptiveLimiter has learned, by its name."))
+	o.breaker, errs[7] = m.Int64Gauge("fanout.breaker.state",
+		metric.WithDescription("A CircuitBreaker's state, by its name: 0 closed, 1 open, 2 half-open."))
 	return o, errors.Join(errs[:]...)
 }
 
@@ -240,7 +247,21 @@ func (o *observer) hooks() *fanout.Observer {
 		LimiterWait:  o.waited,
 		TaskDone:     o.taskDone,
 		RunDone:      o.runDone,
+		Limit:        o.limitChanged,
+		Breaker:      o.breakerChanged,
 	}
+}
+
+// limitChanged records an AdaptiveLimiter's limit; give the limiter this
+// Observer in its config.
+func (o *observer) limitChanged(ctx context.Context, l fanout.LimitInfo) {
+	o.limit.Record(ctx, int64(l.Limit), o.set, metric.WithAttributes(KeyName.String(l.Name)))
+}
+
+// breakerChanged records a CircuitBreaker's state; give the breaker this
+// Observer in its config.
+func (o *observer) breakerChanged(ctx context.Context, b fanout.BreakerInfo) {
+	o.breaker.Record(ctx, int64(b.To), o.set, metric.WithAttributes(KeyName.String(b.Name)))
 }
 
 func (o *observer) runStart(ctx context.Context, tasks int) context.Context {

@@ -3,6 +3,7 @@ package fanoutotel_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -424,4 +425,28 @@ func TestTimeouts(t *testing.T) {
 			assert.Equal(t, codes.Error, r.Status().Code, "the key failed either way")
 		}
 	})
+}
+
+func TestGuardsMetrics(t *testing.T) {
+	tel := newTelemetry()
+	obs := tel.obs
+	breaker := fanout.NewCircuitBreaker(fanout.CircuitBreakerConfig{Name: "llm", MinFailures: 2, Observer: obs})
+	limiter := fanout.NewAdaptiveLimiter(fanout.AdaptiveLimiterConfig{Name: "llm", Initial: 8, Observer: obs})
+	busy := &fanout.HTTPError{StatusCode: 503, Status: "503 Service Unavailable"}
+	tasks := make([]fanout.Task[int], 4)
+	for i := range tasks {
+		tasks[i] = fanout.Task[int]{Key: fmt.Sprint(i), Do: func(context.Context) (int, error) { return 0, busy }}
+	}
+	_, _ = fanout.Run(context.Background(), tasks, fanout.WithGuard(breaker), fanout.WithGuard(limiter), fanout.WithLimit(1))
+	m := tel.metrics(t)
+	gauge := func(name string) int64 {
+		g, ok := m[name].(metricdata.Gauge[int64])
+		require.True(t, ok, "%s is a gauge", name)
+		require.Len(t, g.DataPoints, 1)
+		v, _ := g.DataPoints[0].Attributes.Value(fanoutotel.KeyName)
+		assert.Equal(t, "llm", v.AsString())
+		return g.DataPoints[0].Value
+	}
+	assert.Equal(t, int64(fanout.BreakerOpen), gauge("fanout.breaker.state"))
+	assert.Less(t, gauge("fanout.adaptive.limit"), int64(8), "the 503s brought the limit down")
 }
