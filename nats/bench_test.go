@@ -52,10 +52,14 @@ func remoteTasks(c *fanoutnats.Client) []fanout.Task[int] {
 
 // BenchmarkThroughput runs 100 trivial tasks per op, 64 in flight:
 // in-process fanout.Run against remote tasks through 1, 2 and 4 workers,
-// in this process or in worker processes.
+// in this process or in worker processes, and against the engine's own
+// floor (see floor).
 func BenchmarkThroughput(b *testing.B) {
 	b.Run("inprocess", func(b *testing.B) {
 		benchRuns(b, localTasks())
+	})
+	b.Run("floor/conns=1", func(b *testing.B) {
+		floorRuns(b, newFloor(b), benchTasks)
 	})
 	for _, setup := range []struct {
 		name  string
@@ -74,6 +78,9 @@ func BenchmarkThroughput(b *testing.B) {
 func BenchmarkLatency(b *testing.B) {
 	b.Run("inprocess", func(b *testing.B) {
 		benchRuns(b, localTasks()[:1])
+	})
+	b.Run("floor/conns=1", func(b *testing.B) {
+		floorRuns(b, newFloor(b), 1)
 	})
 	b.Run("remote/conns=1", func(b *testing.B) {
 		benchRuns(b, remoteTasks(benchConns(b, 1))[:1])
@@ -164,4 +171,51 @@ func runBenchWorker(url string) int {
 		return 1
 	}
 	return 0
+}
+
+// BenchmarkJournal runs 100 trivial in-process tasks per op, 64 at once,
+// without a journal and with one: the core's MemoryJournal, and the
+// JetStream key-value Journal (memory storage, the embedded server in
+// this process). "record" starts a new run each op, so every key is
+// looked up, missed, run and recorded; "replay" reruns a recorded run,
+// so every key is looked up and replayed.
+func BenchmarkJournal(b *testing.B) {
+	b.Run("none", func(b *testing.B) {
+		benchRuns(b, localTasks())
+	})
+	b.Run("memory/record", func(b *testing.B) {
+		benchJournal(b, func() fanout.Journal { return fanout.NewMemoryJournal() })
+	})
+	b.Run("kv/record", func(b *testing.B) {
+		e := newEnv(b)
+		nc, n := e.conn(), 0
+		benchJournal(b, func() fanout.Journal {
+			n++
+			j, err := fanoutnats.OpenJournal(context.Background(), nc, fmt.Sprint("run", n), testOpts()...)
+			require.NoError(b, err)
+			return j
+		})
+	})
+	b.Run("kv/replay", func(b *testing.B) {
+		e := newEnv(b)
+		j, err := fanoutnats.OpenJournal(context.Background(), e.conn(), "run", testOpts()...)
+		require.NoError(b, err)
+		_, err = fanout.Run(context.Background(), localTasks(), fanout.WithJournal(j))
+		require.NoError(b, err)
+		benchJournal(b, func() fanout.Journal { return j })
+	})
+}
+
+// benchJournal is benchRuns with the journal next returns, one per op.
+func benchJournal(b *testing.B, next func() fanout.Journal) {
+	b.ReportAllocs()
+	ctx, tasks := context.Background(), localTasks()
+	for b.Loop() {
+		if _, err := fanout.Run(ctx, tasks, fanout.WithLimit(64), fanout.WithJournal(next())); err != nil {
+			b.Fatal(err)
+		}
+	}
+	n := float64(b.N * len(tasks))
+	b.ReportMetric(n/b.Elapsed().Seconds(), "tasks/s")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/task")
 }

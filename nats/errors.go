@@ -28,7 +28,8 @@ var (
 	ErrBatchCancelled = errors.New("fanoutnats: batch already cancelled")
 
 	// ErrTooLarge is matched by errors about arguments or results over the
-	// server's maximum message size.
+	// server's maximum message size, and about keys over [MaxKeyLen]. They
+	// are permanent: retrying cannot shrink them.
 	ErrTooLarge = errors.New("fanoutnats: message too large")
 )
 

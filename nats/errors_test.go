@@ -189,11 +189,15 @@ func TestBindUsesProvisionedStreamOrFailsClearly(t *testing.T) {
 	_, err = fanoutnats.NewWorker(context.Background(), nc, fanoutnats.WithBind())
 	require.ErrorContains(t, err, `stream "FANOUT" does not exist`)
 
-	// An operator provisions the stream only: workers still need the
+	// An operator provisions the streams only: workers still need the
 	// consumer.
 	js, err := newJetStream(nc)
 	require.NoError(t, err)
 	_, err = js.CreateStream(context.Background(), workQueueStream())
+	require.NoError(t, err)
+	_, err = fanoutnats.NewClient(context.Background(), nc, fanoutnats.WithBind())
+	require.ErrorContains(t, err, `fanoutnats: WithBind: stream "FANOUT_REPLIES" does not exist`)
+	_, err = js.CreateStream(context.Background(), repliesStream())
 	require.NoError(t, err)
 	c, err := fanoutnats.NewClient(context.Background(), nc, fanoutnats.WithBind())
 	require.NoError(t, err)

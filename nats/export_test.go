@@ -3,8 +3,6 @@ package fanoutnats
 import (
 	"context"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // WithoutHeartbeatForTest stops a worker from sending in-progress
@@ -27,6 +25,6 @@ func EnqueueForTest(ctx context.Context, c *Client, name, key string, args any, 
 	dctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	m := c.taskMsg(dctx, c.Batch(), "test-"+key, name, key, body)
-	_, err = c.js.PublishMsg(ctx, m, jetstream.WithMsgID("test-"+key))
+	_, err = c.js.PublishMsg(ctx, m)
 	return err
 }

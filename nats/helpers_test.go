@@ -18,6 +18,9 @@ func TestMain(m *testing.M) {
 	if url := os.Getenv(benchWorkerEnv); url != "" {
 		os.Exit(runBenchWorker(url))
 	}
+	if spec := os.Getenv(crashChildEnv); spec != "" {
+		os.Exit(runCrashChild(spec))
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -28,6 +31,7 @@ const fastAck = 400 * time.Millisecond
 type env struct {
 	t   testing.TB
 	srv *embedded.Server
+	js  jetstream.JetStream // for looking into the streams; see inspect
 }
 
 func newEnv(t testing.TB, opts ...embedded.Option) *env {
@@ -71,8 +75,16 @@ type runningWorker struct {
 // the test ends (or its connection is killed).
 func (e *env) worker(register func(*fanoutnats.Worker), opts ...fanoutnats.Option) *runningWorker {
 	e.t.Helper()
-	nc := e.conn()
-	w, err := fanoutnats.NewWorker(context.Background(), nc, append(testOpts(), opts...)...)
+	return e.workerOn(e.conn(), register, opts...)
+}
+
+// workerOn starts a worker as worker does, on nc.
+func (e *env) workerOn(nc *nats.Conn, register func(*fanoutnats.Worker), opts ...fanoutnats.Option) *runningWorker {
+	e.t.Helper()
+	// Creating a replicated consumer on a busy machine can take a while.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := fanoutnats.NewWorker(ctx, nc, append(testOpts(), opts...)...)
 	require.NoError(e.t, err)
 	register(w)
 	ctx, stop := context.WithCancel(context.Background())
@@ -103,11 +115,20 @@ func (rw *runningWorker) shutdown() {
 	rw.done <- err
 }
 
+// inspect returns a JetStream handle on a connection of its own.
+func (e *env) inspect() jetstream.JetStream {
+	e.t.Helper()
+	if e.js == nil {
+		js, err := jetstream.New(e.conn())
+		require.NoError(e.t, err)
+		e.js = js
+	}
+	return e.js
+}
+
 func (e *env) stream(c *fanoutnats.Client) jetstream.Stream {
 	e.t.Helper()
-	js, err := jetstream.New(e.conn())
-	require.NoError(e.t, err)
-	s, err := js.Stream(context.Background(), "FANOUT")
+	s, err := e.inspect().Stream(context.Background(), "FANOUT")
 	require.NoError(e.t, err)
 	return s
 }
@@ -117,6 +138,14 @@ func (e *env) queued() uint64 {
 	info, err := e.stream(nil).Info(context.Background())
 	require.NoError(e.t, err)
 	return info.State.Msgs
+}
+
+// storedReplies counts the replies stream's messages.
+func (e *env) storedReplies() uint64 {
+	e.t.Helper()
+	s, err := e.inspect().Stream(context.Background(), "FANOUT_REPLIES")
+	require.NoError(e.t, err)
+	return s.CachedInfo().State.Msgs
 }
 
 // signals collects names sent by handlers, for tests to wait on.
@@ -147,5 +176,20 @@ func workQueueStream() jetstream.StreamConfig {
 		Subjects:  []string{"fanout.task.>"},
 		Retention: jetstream.WorkQueuePolicy,
 		Storage:   jetstream.MemoryStorage,
+	}
+}
+
+// repliesStream is the replies stream as an operator would provision it.
+func repliesStream() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:      "FANOUT_REPLIES",
+		Subjects:  []string{"fanout.reply.*.*.*.*"},
+		Retention: jetstream.LimitsPolicy,
+		Storage:   jetstream.MemoryStorage,
+		SubjectTransform: &jetstream.SubjectTransformConfig{
+			Source: "fanout.reply.*.*.*.*", Destination: "fanout.reply.{{wildcard(1)}}.{{wildcard(3)}}.{{wildcard(4)}}",
+		},
+		AllowDirect: true,
+		MaxAge:      time.Hour,
 	}
 }

@@ -14,6 +14,7 @@ type Option func(*config)
 
 type config struct {
 	prefix        string
+	tenant        string
 	stream        string
 	consumer      string
 	replicas      int
@@ -24,6 +25,7 @@ type config struct {
 	codec         Codec
 	concurrency   int
 	resultTimeout time.Duration
+	retention     time.Duration
 	name          string
 	heartbeat     time.Duration // 0: ackWait/3; negative: none (tests)
 	errs          []error
@@ -32,6 +34,7 @@ type config struct {
 func newConfig(opts []Option) (*config, error) {
 	c := &config{
 		prefix:      "fanout",
+		tenant:      "default",
 		stream:      "FANOUT",
 		consumer:    "workers",
 		replicas:    1,
@@ -40,6 +43,7 @@ func newConfig(opts []Option) (*config, error) {
 		maxDeliver:  5,
 		codec:       JSON{},
 		concurrency: 8,
+		retention:   24 * time.Hour,
 	}
 	for _, opt := range opts {
 		if opt == nil {
@@ -72,7 +76,41 @@ func WithPrefix(p string) Option {
 	}
 }
 
-// WithStream names the work-queue stream (default "FANOUT").
+// WithTenant sets a client's tenant (default "default"), the token after
+// the kind in every subject it uses: its tasks go to PREFIX.task.TENANT.>,
+// their replies to PREFIX.reply.TENANT.>, its cancels to
+// PREFIX.cancel.TENANT.>. Granting each tenant's NATS user only its own
+// subjects keeps tenants from reading or forging each other's results
+// (see the README for a server configuration). A worker serves every
+// tenant and answers a task only on its own tenant's reply subject.
+// Workers ignore this option.
+func WithTenant(t string) Option {
+	return func(c *config) {
+		if !validToken(t) {
+			c.invalid("WithTenant(%q): tenant must be one subject token of letters, digits, '-' or '_'", t)
+			return
+		}
+		c.tenant = t
+	}
+}
+
+// WithReplyRetention sets how long the replies stream keeps a reply
+// (default 24 h): how long after a crash a batch can still be resumed
+// with [Client.ResumeBatch] without running its finished keys again. It
+// applies when the replies stream is created; an existing stream keeps
+// its own MaxAge.
+func WithReplyRetention(d time.Duration) Option {
+	return func(c *config) {
+		if d < time.Second {
+			c.invalid("WithReplyRetention(%v): must be at least 1s", d)
+			return
+		}
+		c.retention = d
+	}
+}
+
+// WithStream names the work-queue stream (default "FANOUT"). The replies
+// stream is named after it, NAME_REPLIES.
 func WithStream(name string) Option {
 	return func(c *config) {
 		if !validToken(name) {
@@ -95,7 +133,7 @@ func WithConsumer(name string) Option {
 	}
 }
 
-// WithReplicas sets the stream's and consumer's replicas when they are
+// WithReplicas sets the streams' and consumer's replicas when they are
 // created (default 1; use 3 on a three-node cluster). A stream or consumer
 // that exists already keeps its own replicas.
 func WithReplicas(n int) Option {
@@ -108,18 +146,21 @@ func WithReplicas(n int) Option {
 	}
 }
 
-// WithMemoryStorage keeps the task stream in memory rather than on disk:
-// faster, but queued tasks are lost if the server restarts. Like
-// [WithReplicas] it applies only when the stream is created.
+// WithMemoryStorage keeps the task and replies streams in memory rather
+// than on disk: faster, but a server that restarts loses them. Clients
+// and workers then create them again, and clients send their unanswered
+// tasks again (see [Stats.Republished]). Like [WithReplicas] it applies
+// only when a stream is created.
 func WithMemoryStorage() Option {
 	return func(c *config) { c.storage = jetstream.MemoryStorage }
 }
 
-// WithBind only uses an existing stream and consumer, provisioned by an
+// WithBind only uses existing streams and consumer, provisioned by an
 // operator, and never creates them: NewClient and NewWorker then fail,
-// naming what is missing, if they do not exist. Without it they are
-// created when missing; an existing stream or consumer is never changed
-// either way.
+// naming what is missing, if they do not exist, and a Worker's Serve
+// returns an error if they disappear. Without it they are created when
+// missing, again after a server lost them; an existing stream or consumer
+// is never changed either way.
 func WithBind() Option {
 	return func(c *config) { c.bind = true }
 }

@@ -34,8 +34,27 @@ func Connect(urls []string, opts ...nats.Option) (*nats.Conn, error) {
 	return nc, nil
 }
 
+// errMissing is the error of a stream or consumer that [WithBind] needs
+// and that does not exist.
+var errMissing = errors.New("fanoutnats: WithBind")
+
 // taskSubjects is the subject filter of every task message.
 func (c *config) taskSubjects() string { return c.prefix + ".task.>" }
+
+// replySubjects is what the replies stream captures: P.reply.T.C.B.K.
+func (c *config) replySubjects() string { return c.prefix + ".reply.*.*.*.*" }
+
+func (c *config) repliesStream() string { return c.stream + "_REPLIES" }
+
+// replyTransform stores P.reply.T.C.B.K as P.reply.T.B.K: the client that
+// sent the task does not matter to a later reader, such as a client that
+// resumes the batch after a crash.
+func (c *config) replyTransform() *jetstream.SubjectTransformConfig {
+	return &jetstream.SubjectTransformConfig{
+		Source:      c.replySubjects(),
+		Destination: c.prefix + ".reply.{{wildcard(1)}}.{{wildcard(3)}}.{{wildcard(4)}}",
+	}
+}
 
 func (c *config) streamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
@@ -46,6 +65,21 @@ func (c *config) streamConfig() jetstream.StreamConfig {
 		Storage:     c.storage,
 		Replicas:    c.replicas,
 		Duplicates:  2 * time.Minute,
+		AllowDirect: true,
+	}
+}
+
+func (c *config) repliesConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:             c.repliesStream(),
+		Description:      "fanout replies",
+		Subjects:         []string{c.replySubjects()},
+		SubjectTransform: c.replyTransform(),
+		Retention:        jetstream.LimitsPolicy,
+		MaxAge:           c.retention,
+		Storage:          c.storage,
+		Replicas:         c.replicas,
+		AllowDirect:      true,
 	}
 }
 
@@ -69,32 +103,46 @@ func (c *config) consumerConfig() jetstream.ConsumerConfig {
 // stream found is checked instead, and any difference that would break
 // fanoutnats is reported.
 func openStream(ctx context.Context, js jetstream.JetStream, c *config) (jetstream.Stream, error) {
-	s, err := js.Stream(ctx, c.stream)
+	return open(ctx, js, c, c.streamConfig(), func(sc jetstream.StreamConfig) []string {
+		return streamProblems(sc, c.taskSubjects(), c.replySubjects())
+	})
+}
+
+// openReplies opens the replies stream as openStream opens the tasks'.
+func openReplies(ctx context.Context, js jetstream.JetStream, c *config) (jetstream.Stream, error) {
+	return open(ctx, js, c, c.repliesConfig(), func(sc jetstream.StreamConfig) []string {
+		return repliesProblems(sc, c)
+	})
+}
+
+func open(ctx context.Context, js jetstream.JetStream, c *config, want jetstream.StreamConfig,
+	problems func(jetstream.StreamConfig) []string) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if c.bind {
-			return nil, fmt.Errorf("fanoutnats: WithBind: stream %q does not exist; provision it with subjects %q and work-queue retention",
-				c.stream, c.taskSubjects())
+			return nil, fmt.Errorf("%w: stream %q does not exist; provision it with subjects %q (see the README)",
+				errMissing, want.Name, want.Subjects)
 		}
-		s, err = js.CreateStream(ctx, c.streamConfig())
+		s, err = js.CreateStream(ctx, want)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			// Another client or worker created it meanwhile, with a
 			// different configuration: use theirs.
-			s, err = js.Stream(ctx, c.stream)
+			s, err = js.Stream(ctx, want.Name)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("fanoutnats: open stream %q: %w", c.stream, err)
+		return nil, fmt.Errorf("fanoutnats: open stream %q: %w", want.Name, err)
 	}
-	if problems := streamProblems(s.CachedInfo().Config, c.taskSubjects()); len(problems) > 0 {
+	if p := problems(s.CachedInfo().Config); len(p) > 0 {
 		return nil, fmt.Errorf("fanoutnats: stream %q is not usable as it is (fanoutnats never changes an existing stream): %s",
-			c.stream, strings.Join(problems, "; "))
+			want.Name, strings.Join(p, "; "))
 	}
 	return s, nil
 }
 
 // streamProblems lists what keeps an existing stream from serving as the
 // task queue.
-func streamProblems(sc jetstream.StreamConfig, tasks string) []string {
+func streamProblems(sc jetstream.StreamConfig, tasks, replies string) []string {
 	var p []string
 	if sc.Retention != jetstream.WorkQueuePolicy {
 		p = append(p, fmt.Sprintf("retention is %v, want WorkQueue", sc.Retention))
@@ -102,17 +150,46 @@ func streamProblems(sc jetstream.StreamConfig, tasks string) []string {
 	if !slices.ContainsFunc(sc.Subjects, func(s string) bool { return subjectCovers(s, tasks) }) {
 		p = append(p, fmt.Sprintf("subjects %q do not cover %q", sc.Subjects, tasks))
 	}
-	for _, flag := range []struct {
-		set  bool
-		name string
-	}{
+	if slices.ContainsFunc(sc.Subjects, func(s string) bool { return subjectCovers(s, replies) }) {
+		p = append(p, fmt.Sprintf("subjects %q capture the replies %q too", sc.Subjects, replies))
+	}
+	return append(p, flagProblems(sc,
+		flag{sc.DenyDelete, "deny_delete (cancelled tasks are deleted)"},
+		flag{sc.DenyPurge, "deny_purge (a cancelled run purges its tasks)"})...)
+}
+
+// repliesProblems lists what keeps an existing stream from keeping the
+// replies.
+func repliesProblems(sc jetstream.StreamConfig, c *config) []string {
+	var p []string
+	if sc.Retention != jetstream.LimitsPolicy {
+		p = append(p, fmt.Sprintf("retention is %v, want Limits", sc.Retention))
+	}
+	if !slices.ContainsFunc(sc.Subjects, func(s string) bool { return subjectCovers(s, c.replySubjects()) }) {
+		p = append(p, fmt.Sprintf("subjects %q do not cover %q", sc.Subjects, c.replySubjects()))
+	}
+	if want := c.replyTransform(); sc.SubjectTransform == nil || *sc.SubjectTransform != *want {
+		p = append(p, fmt.Sprintf("subject transform is %v, want %q to %q", sc.SubjectTransform, want.Source, want.Destination))
+	}
+	if !sc.AllowDirect {
+		p = append(p, "allow_direct is off (clients read their replies with direct gets)")
+	}
+	return append(p, flagProblems(sc)...)
+}
+
+type flag struct {
+	set  bool
+	name string
+}
+
+func flagProblems(sc jetstream.StreamConfig, more ...flag) []string {
+	var p []string
+	for _, f := range append([]flag{
 		{sc.Sealed, "sealed"},
 		{sc.NoAck, "no_ack (publishes need acknowledgements)"},
-		{sc.DenyDelete, "deny_delete (cancelled tasks are deleted)"},
-		{sc.DenyPurge, "deny_purge (a cancelled run purges its tasks)"},
-	} {
-		if flag.set {
-			p = append(p, "it is "+flag.name)
+	}, more...) {
+		if f.set {
+			p = append(p, "it is "+f.name)
 		}
 	}
 	return p
@@ -125,7 +202,8 @@ func openConsumer(ctx context.Context, s jetstream.Stream, c *config) (jetstream
 	cons, err := s.Consumer(ctx, c.consumer)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		if c.bind {
-			return nil, fmt.Errorf("fanoutnats: WithBind: consumer %q of stream %q does not exist; provision a durable pull consumer with explicit acks", c.consumer, c.stream)
+			return nil, fmt.Errorf("%w: consumer %q of stream %q does not exist; provision a durable pull consumer with explicit acks",
+				errMissing, c.consumer, c.stream)
 		}
 		cons, err = s.CreateConsumer(ctx, c.consumerConfig())
 		if errors.Is(err, jetstream.ErrConsumerExists) {

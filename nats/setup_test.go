@@ -89,7 +89,7 @@ func TestDefaultClientUsesAnOperatorProvisionedStreamAsItIs(t *testing.T) {
 	provisioned := jetstream.StreamConfig{
 		Name:        "FANOUT",
 		Description: "provisioned by ops",
-		Subjects:    []string{"fanout.>"}, // wider than the tasks: fine
+		Subjects:    []string{"fanout.task.>", "jobs.>"}, // more than the tasks: fine
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage, // the tests' options ask for memory
 		MaxAge:      time.Hour,
@@ -119,7 +119,7 @@ func TestDefaultClientUsesAnOperatorProvisionedStreamAsItIs(t *testing.T) {
 	assert.Equal(t, jetstream.FileStorage, got.Storage)
 	assert.Equal(t, time.Hour, got.MaxAge)
 	assert.Equal(t, "provisioned by ops", got.Description)
-	assert.Equal(t, []string{"fanout.>"}, got.Subjects)
+	assert.Equal(t, []string{"fanout.task.>", "jobs.>"}, got.Subjects)
 	cons, err := js.Consumer(context.Background(), "FANOUT", "workers")
 	require.NoError(t, err)
 	assert.Equal(t, 2*time.Second, cons.CachedInfo().Config.AckWait)
@@ -142,6 +142,11 @@ func TestAnUnusableExistingStreamIsReportedNotChanged(t *testing.T) {
 			name:  "subjects that miss the tasks",
 			give:  func(sc *jetstream.StreamConfig) { sc.Subjects = []string{"fanout.task.other.>", "jobs.>"} },
 			wants: []string{`subjects ["fanout.task.other.>" "jobs.>"] do not cover "fanout.task.>"`},
+		},
+		{
+			name:  "subjects that capture the replies too",
+			give:  func(sc *jetstream.StreamConfig) { sc.Subjects = []string{"fanout.>"} },
+			wants: []string{`subjects ["fanout.>"] capture the replies "fanout.reply.*.*.*.*" too`},
 		},
 		{
 			name: "purges and deletes denied",
@@ -201,4 +206,47 @@ func TestAnUnusableExistingConsumerIsReportedNotChanged(t *testing.T) {
 	cons, err := js.Consumer(context.Background(), "FANOUT", "workers")
 	require.NoError(t, err)
 	assert.Equal(t, "fanout.task.score.>", cons.CachedInfo().Config.FilterSubject)
+}
+
+func TestAnUnusableRepliesStreamIsReportedNotChanged(t *testing.T) {
+	tests := []struct {
+		name  string
+		give  func(*jetstream.StreamConfig)
+		wants []string
+	}{
+		{
+			name:  "no subject transform",
+			give:  func(sc *jetstream.StreamConfig) { sc.SubjectTransform = nil },
+			wants: []string{`subject transform is <nil>, want "fanout.reply.*.*.*.*" to "fanout.reply.{{wildcard(1)}}.{{wildcard(3)}}.{{wildcard(4)}}"`},
+		},
+		{
+			name:  "no direct gets",
+			give:  func(sc *jetstream.StreamConfig) { sc.AllowDirect = false },
+			wants: []string{"allow_direct is off"},
+		},
+		{
+			name:  "interest retention",
+			give:  func(sc *jetstream.StreamConfig) { sc.Retention = jetstream.InterestPolicy },
+			wants: []string{"retention is Interest, want Limits"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			nc := e.conn()
+			js, err := jetstream.New(nc)
+			require.NoError(t, err)
+			_, err = js.CreateStream(context.Background(), workQueueStream())
+			require.NoError(t, err)
+			sc := repliesStream()
+			tt.give(&sc)
+			_, err = js.CreateStream(context.Background(), sc)
+			require.NoError(t, err)
+			_, err = fanoutnats.NewClient(context.Background(), nc, testOpts()...)
+			require.ErrorContains(t, err, `fanoutnats: stream "FANOUT_REPLIES" is not usable as it is`)
+			for _, want := range tt.wants {
+				assert.ErrorContains(t, err, want)
+			}
+		})
+	}
 }

@@ -14,28 +14,85 @@ import (
 // Headers carried by task and reply messages.
 const (
 	hdrTask     = "Fanout-Task"     // attempt id, unique per message sent
-	hdrBatch    = "Fanout-Batch"    // batch id, for run-wide cancels
 	hdrKey      = "Fanout-Key"      // the raw key, or its quoted form
 	hdrKeyQuote = "Fanout-Key-Enc"  // "quoted" when hdrKey is strconv.Quote'd
-	hdrName     = "Fanout-Name"     // handler name
 	hdrReply    = "Fanout-Reply"    // the client's reply subject
 	hdrDeadline = "Fanout-Deadline" // Unix nanoseconds; absent: none
 	hdrStatus   = "Fanout-Status"   // reply: "ok" or "error"
 	hdrWorker   = "Fanout-Worker"   // reply: the worker's name
 	hdrDeliver  = "Fanout-Delivery" // reply: JetStream delivery count
+	hdrMsgID    = "Nats-Msg-Id"     // JetStream's de-duplication id
 )
 
-func taskSubject(prefix, name, batch, key string) string {
-	return prefix + ".task." + name + "." + batch + "." + keyToken(key)
+// MaxKeyLen is the longest key a remote task may have, in bytes. The key
+// travels in a message header, and JetStream refuses headers over 64 KiB;
+// a longer key fails at once with an error matching [ErrTooLarge].
+const MaxKeyLen = 4096
+
+// Subjects, for prefix P, tenant T, client C, batch B, handler N and the
+// key's subject token K (see keyToken):
+//
+//	P.task.T.N.B.K        a task, in the work-queue stream
+//	P.reply.T.C.B.K       its reply, to client C; the replies stream
+//	                      stores it as P.reply.T.B.K
+//	P.cancel.T.B[.ATTEMPT] a cancel, to workers
+//
+// Every subject a tenant uses starts with P.KIND.T, so subject permissions
+// keep tenants apart.
+
+func taskSubject(prefix, tenant, name, batch, key string) string {
+	return prefix + ".task." + tenant + "." + name + "." + batch + "." + keyToken(key)
 }
 
-func batchFilter(prefix, batch string) string { return prefix + ".task.*." + batch + ".>" }
+func batchFilter(prefix, tenant, batch string) string {
+	return prefix + ".task." + tenant + ".*." + batch + ".*"
+}
 
-func cancelSubject(prefix, batch, task string) string {
+func replySubject(prefix, tenant, client, batch, key string) string {
+	return prefix + ".reply." + tenant + "." + client + "." + batch + "." + keyToken(key)
+}
+
+// storedReplySubject is where the replies stream keeps a key's replies,
+// whichever client sent the task.
+func storedReplySubject(prefix, tenant, batch, key string) string {
+	return prefix + ".reply." + tenant + "." + batch + "." + keyToken(key)
+}
+
+func cancelSubject(prefix, tenant, batch, task string) string {
 	if task == "" {
-		return prefix + ".cancel." + batch
+		return prefix + ".cancel." + tenant + "." + batch
 	}
-	return prefix + ".cancel." + batch + "." + task
+	return prefix + ".cancel." + tenant + "." + batch + "." + task
+}
+
+// taskAddress is what a worker reads from a task's subject.
+type taskAddress struct {
+	tenant, name, batch, keyToken string
+}
+
+// parseTaskSubject splits P.task.T.N.B.K.
+func parseTaskSubject(prefix, subject string) (taskAddress, bool) {
+	rest, ok := strings.CutPrefix(subject, prefix+".task.")
+	if !ok {
+		return taskAddress{}, false
+	}
+	t := strings.Split(rest, ".")
+	if len(t) != 4 {
+		return taskAddress{}, false
+	}
+	return taskAddress{tenant: t[0], name: t[1], batch: t[2], keyToken: t[3]}, true
+}
+
+// replyAllowed reports whether reply, a task's reply subject, is the one
+// its task's subject allows: P.reply.T.C.B.K with the task's own tenant,
+// batch and key, and any client token C. A worker publishes nowhere else.
+func replyAllowed(prefix string, a taskAddress, reply string) bool {
+	rest, ok := strings.CutPrefix(reply, prefix+".reply."+a.tenant+".")
+	if !ok {
+		return false
+	}
+	client, rest, ok := strings.Cut(rest, ".")
+	return ok && validToken(client) && rest == a.batch+"."+a.keyToken
 }
 
 // keyToken turns a key into one subject token. Plain keys are kept as they

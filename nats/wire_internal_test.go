@@ -48,3 +48,32 @@ func TestHeaderKeyRoundTrips(t *testing.T) {
 		assert.Equal(t, give, keyFromHeader(v, quoted), "%q", give)
 	}
 }
+
+func TestReplyAllowedOnlyOnTheTasksOwnSubject(t *testing.T) {
+	a, ok := parseTaskSubject("fanout", "fanout.task.acme.score.B1.k1")
+	assert.True(t, ok)
+	assert.Equal(t, taskAddress{tenant: "acme", name: "score", batch: "B1", keyToken: "k1"}, a)
+	tests := []struct {
+		give string
+		want bool
+	}{
+		{give: "fanout.reply.acme.C1.B1.k1", want: true},
+		{give: "fanout.reply.acme.C2.B1.k1", want: true}, // any client of the tenant
+		{give: "fanout.reply.globex.C1.B1.k1"},
+		{give: "fanout.reply.acme.C1.B2.k1"},
+		{give: "fanout.reply.acme.C1.B1.k2"},
+		{give: "fanout.reply.acme.*.B1.k1"},
+		{give: "fanout.reply.acme.>"},
+		{give: "fanout.reply.acme.C1.B1.k1.more"},
+		{give: "other.reply.acme.C1.B1.k1"},
+		{give: "$JS.API.STREAM.DELETE.FANOUT"},
+		{give: ""},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, replyAllowed("fanout", a, tt.give), tt.give)
+	}
+	for _, bad := range []string{"fanout.task.acme.score.B1", "fanout.task.acme.score.B1.k.x", "other.task.a.b.c.d"} {
+		_, ok := parseTaskSubject("fanout", bad)
+		assert.False(t, ok, bad)
+	}
+}

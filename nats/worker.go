@@ -2,16 +2,12 @@ package fanoutnats
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gofanout/fanout"
 	"github.com/nats-io/nats.go"
@@ -23,33 +19,40 @@ import (
 var errCancelled = errors.New("fanoutnats: task cancelled by its client")
 
 // Worker serves remote tasks: it pulls them from the shared work-queue
-// consumer, runs the handler registered under the task's name, and
-// replies to the client. Any number of workers, in any number of
-// processes, share the work.
+// consumer, runs the handler registered under the task's name, stores the
+// reply in the replies stream and acknowledges the task. Any number of
+// workers, in any number of processes, share the work.
 //
 // Register handlers with [Handle] before calling Serve. Workers sharing a
 // consumer should all serve the same names: a task whose name a worker
 // lacks fails at once with [CodeNoHandler] rather than waiting for another
 // worker. Pools serving different names use different prefixes and
-// streams ([WithPrefix], [WithStream]). While a handler
-// runs, the worker sends JetStream in-progress heartbeats every third of
-// the consumer's AckWait, so a long task is not redelivered; if the worker
-// dies, the heartbeats stop and the task goes to another worker after
-// AckWait. A handler's context ends at the task's deadline (cause
+// streams ([WithPrefix], [WithStream]). While a handler runs, the worker
+// sends JetStream in-progress heartbeats every third of the consumer's
+// AckWait, so a long task is not redelivered; if the worker dies, the
+// heartbeats stop and the task goes to another worker after AckWait. A
+// handler's context ends at the task's deadline (cause
 // [fanout.ErrTaskTimeout]), when its client cancels it, or when Serve's
 // context ends.
+//
+// A worker replies to a task only on the reply subject its task's subject
+// allows (PREFIX.reply.TENANT.CLIENT.BATCH.KEY, with the task's tenant,
+// batch and key): a task naming any other is refused unrun (see
+// [WorkerStats.Refused]), so a tenant cannot have a worker write into
+// another tenant's replies.
 type Worker struct {
 	cfg       *config
 	nc        *nats.Conn
-	cons      jetstream.Consumer
+	js        jetstream.JetStream
 	name      string
 	heartbeat time.Duration
+	strms     atomic.Pointer[streams]
 
 	mu        sync.Mutex
 	handlers  map[string]handlerFunc
 	running   map[*runningTask]struct{} // deliveries being handled
 	cancelled recentSet                 // batch and attempt ids cancelled
-	handBack  []jetstream.Msg           // stopped by Serve's end, nak'ed once no slot pulls
+	handBack  []*nats.Msg               // stopped by Serve's end, nak'ed once no pull is pending
 
 	stats workerStats
 }
@@ -58,18 +61,18 @@ type handlerFunc func(ctx context.Context, args []byte) ([]byte, error)
 
 type runningTask struct {
 	id     string // attempt id, shared by its redeliveries
-	batch  string
+	batch  string // TENANT.BATCH
 	cancel context.CancelCauseFunc
 }
 
-// NewWorker prepares a worker on nc: it opens the task stream, as
-// [NewClient] does, and the workers' durable consumer, which it likewise
-// looks up first and creates only if it does not exist ([WithBind]: fails
-// instead). An existing consumer is never changed: its AckWait (which
-// paces the worker's heartbeats) and MaxDeliver apply, not the options'.
-// NewWorker fails, naming each difference, if the consumer cannot serve
-// (acks not explicit, filter subjects that miss PREFIX.task.>, a push
-// consumer). The caller keeps owning nc.
+// NewWorker prepares a worker on nc: it opens the task and replies
+// streams, as [NewClient] does, and the workers' durable consumer, which
+// it likewise looks up first and creates only if it does not exist
+// ([WithBind]: fails instead). An existing consumer is never changed: its
+// AckWait (which paces the worker's heartbeats) and MaxDeliver apply, not
+// the options'. NewWorker fails, naming each difference, if the consumer
+// cannot serve (acks not explicit, filter subjects that miss
+// PREFIX.task.>, a push consumer). The caller keeps owning nc.
 func NewWorker(ctx context.Context, nc *nats.Conn, opts ...Option) (*Worker, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
@@ -79,16 +82,8 @@ func NewWorker(ctx context.Context, nc *nats.Conn, opts ...Option) (*Worker, err
 	if err != nil {
 		return nil, fmt.Errorf("fanoutnats: jetstream: %w", err)
 	}
-	s, err := openStream(ctx, js, cfg)
-	if err != nil {
-		return nil, err
-	}
-	cons, err := openConsumer(ctx, s, cfg)
-	if err != nil {
-		return nil, err
-	}
 	w := &Worker{
-		cfg: cfg, nc: nc, cons: cons, name: cfg.name,
+		cfg: cfg, nc: nc, js: js, name: cfg.name,
 		handlers:  make(map[string]handlerFunc),
 		running:   make(map[*runningTask]struct{}),
 		cancelled: newRecentSet(1 << 14),
@@ -96,11 +91,34 @@ func NewWorker(ctx context.Context, nc *nats.Conn, opts ...Option) (*Worker, err
 	if w.name == "" {
 		w.name = nuid.Next()
 	}
+	cons, err := w.open(ctx)
+	if err != nil {
+		return nil, err
+	}
 	w.heartbeat = cons.CachedInfo().Config.AckWait / 3
 	if cfg.heartbeat != 0 {
 		w.heartbeat = cfg.heartbeat
 	}
 	return w, nil
+}
+
+// open opens the streams and the consumer, creating what is missing
+// unless [WithBind] forbids it.
+func (w *Worker) open(ctx context.Context) (jetstream.Consumer, error) {
+	tasks, err := openStream(ctx, w.js, w.cfg)
+	if err != nil {
+		return nil, err
+	}
+	replies, err := openReplies(ctx, w.js, w.cfg)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := openConsumer(ctx, tasks, w.cfg)
+	if err != nil {
+		return nil, err
+	}
+	w.strms.Store(&streams{tasks: tasks, replies: replies})
+	return cons, nil
 }
 
 // Name returns the worker's name, as replies and remote errors show it.
@@ -151,82 +169,30 @@ func (e *codedError) Unwrap() error { return e.err }
 // Serve runs tasks until ctx ends, with up to the configured concurrency
 // at once, and returns nil. Handlers still running then are cancelled and
 // their tasks handed back to the queue for other workers. If the
-// connection closes, Serve returns an error. Serve may be called once.
+// connection closes, or the stream or consumer disappears and cannot be
+// created again ([WithBind]), Serve returns an error. A server that lost
+// them (memory storage) has them created again. Serve may be called once.
 func (w *Worker) Serve(ctx context.Context) error {
 	sub, err := w.nc.Subscribe(w.cfg.prefix+".cancel.>", w.onCancel)
 	if err != nil {
 		return fmt.Errorf("fanoutnats: subscribe to cancels: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-
+	p, err := w.newPuller()
+	if err != nil {
+		return err
+	}
+	// A closed connection stops every handler too.
 	sctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	errs := make(chan error, w.cfg.concurrency+1)
-	var wg sync.WaitGroup
-	// A closed connection stops every slot at once, even those waiting
-	// in a pull request.
-	closed := w.nc.StatusChanged(nats.CLOSED)
-	defer w.nc.RemoveStatusListener(closed)
-	wg.Go(func() {
-		select {
-		case <-closed:
-			err := fmt.Errorf("fanoutnats: worker %s: connection closed", w.name)
-			errs <- err
-			stop(err)
-		case <-sctx.Done():
-		}
-	})
-	if w.nc.IsClosed() {
-		stop(fmt.Errorf("fanoutnats: worker %s: connection closed", w.name))
-		errs <- context.Cause(sctx)
+	var handlers sync.WaitGroup
+	if err = p.run(sctx, &handlers); err != nil {
+		stop(err)
 	}
-	for range w.cfg.concurrency {
-		wg.Go(func() {
-			if err := w.pull(sctx); err != nil {
-				errs <- err
-				stop(err)
-			}
-		})
-	}
-	wg.Wait()
+	handlers.Wait()
+	p.close()
 	w.handBackTasks()
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return nil
-	}
-}
-
-// pollWait bounds each pull request, so that a worker notices a closed
-// connection or a changed consumer in reasonable time.
-const pollWait = 5 * time.Second
-
-// pull is one slot: it fetches one task at a time and runs it.
-func (w *Worker) pull(ctx context.Context) error {
-	for ctx.Err() == nil {
-		pctx, cancel := context.WithTimeout(ctx, pollWait)
-		msg, err := w.cons.Next(jetstream.FetchContext(pctx))
-		cancel()
-		switch {
-		case err == nil:
-			w.handle(ctx, msg)
-		case ctx.Err() != nil:
-		case w.nc.IsClosed() || errors.Is(err, nats.ErrConnectionClosed):
-			return fmt.Errorf("fanoutnats: worker %s: connection closed", w.name)
-		case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		default:
-			// Disconnected, consumer being recreated, ...: pause briefly
-			// rather than spin, then pull again.
-			t := time.NewTimer(250 * time.Millisecond)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-			}
-		}
-	}
-	return nil
+	return err
 }
 
 // TaskInfo describes the remote task a handler is running.
@@ -236,6 +202,7 @@ type TaskInfo struct {
 	Worker   string
 	Delivery int       // 1 for the first delivery, 2 after a redelivery, ...
 	Deadline time.Time // zero if the task has none
+	Queued   time.Time // when the task was stored in the queue
 }
 
 type taskInfoKey struct{}
@@ -246,44 +213,25 @@ func TaskFromContext(ctx context.Context) (TaskInfo, bool) {
 	return t, ok
 }
 
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
-	h := msg.Headers()
-	id, batch := h.Get(hdrTask), h.Get(hdrBatch)
-	info := TaskInfo{
-		Key:    keyFromHeader(h.Get(hdrKey), h.Get(hdrKeyQuote) == "quoted"),
-		Name:   h.Get(hdrName),
-		Worker: w.name,
-	}
-	if meta, err := msg.Metadata(); err == nil {
-		info.Delivery = int(meta.NumDelivered)
-	}
-	deadline, hasDeadline := parseDeadline(h.Get(hdrDeadline))
-	info.Deadline = deadline
-	if hasDeadline && !time.Now().Before(deadline) {
-		w.stats.expired.Add(1)
-		w.replyErr(msg, info, wireError{Code: CodeTimeout,
-			Message: fmt.Sprintf("fanoutnats: deadline of key %q passed while queued", info.Key)})
-		_ = msg.Term()
+// handle runs one delivered task to its reply and acknowledgement. It
+// calls free once the task no longer needs its slot: when the handler
+// has returned, before its reply is stored.
+func (w *Worker) handle(ctx context.Context, msg *nats.Msg, free func()) {
+	var once sync.Once
+	release := func() { once.Do(free) }
+	defer release()
+	t, ok := w.admit(ctx, msg)
+	if !ok {
 		return
 	}
-	w.mu.Lock()
-	fn := w.handlers[info.Name]
-	w.mu.Unlock()
-	if fn == nil {
-		w.replyErr(msg, info, wireError{Code: CodeNoHandler,
-			Message: fmt.Sprintf("fanoutnats: worker %s has no handler %q", w.name, info.Name)})
-		_ = msg.Term()
-		return
-	}
-
-	hctx, cancel := context.WithCancelCause(context.WithValue(ctx, taskInfoKey{}, info))
+	hctx, cancel := context.WithCancelCause(context.WithValue(ctx, taskInfoKey{}, t.info))
 	defer cancel(nil)
-	if hasDeadline {
+	if t.hasDeadline {
 		var stop context.CancelFunc
-		hctx, stop = context.WithDeadlineCause(hctx, deadline, fanout.ErrTaskTimeout)
+		hctx, stop = context.WithDeadlineCause(hctx, t.info.Deadline, fanout.ErrTaskTimeout)
 		defer stop()
 	}
-	rt := &runningTask{id: id, batch: batch, cancel: cancel}
+	rt := &runningTask{id: t.id, batch: t.addr.tenant + "." + t.addr.batch, cancel: cancel}
 	if !w.start(rt) {
 		w.stats.cancelled.Add(1)
 		_ = msg.Term()
@@ -291,14 +239,14 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	defer w.finish(rt)
 	w.stats.started.Add(1)
-	if info.Delivery > 1 {
+	if t.info.Delivery > 1 {
 		w.stats.redelivered.Add(1)
 	}
 
 	stopBeat := w.beat(msg)
-	out, err := callHandler(hctx, fn, msg.Data())
-	stopBeat()
-
+	defer stopBeat()
+	out, err := callHandler(hctx, t.fn, msg.Data)
+	release()
 	switch cause := context.Cause(hctx); {
 	case errors.Is(cause, errCancelled):
 		w.stats.cancelled.Add(1)
@@ -307,35 +255,102 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	case ctx.Err() != nil && err != nil:
 		// The worker is stopping: let another one have it, once this
 		// worker's pull requests are gone (see handBackTasks).
-		w.mu.Lock()
-		w.handBack = append(w.handBack, msg)
-		w.mu.Unlock()
+		w.handOver(msg)
 		return
 	}
-	var replied bool
+	var r *nats.Msg
 	if err != nil {
 		w.stats.failed.Add(1)
-		replied = w.replyErr(msg, info, toWire(hctx, err))
+		r = w.errorReply(msg, t, toWire(hctx, err))
 	} else {
 		w.stats.succeeded.Add(1)
-		replied = w.replyOK(msg, info, out)
+		r = w.okReply(msg, t, out)
 	}
-	if replied {
-		_ = msg.Ack()
-	} else {
-		// The client heard nothing: let the task run again rather than
-		// leave its key waiting for a reply that will never come.
-		_ = msg.Nak()
-	}
+	w.finishTask(ctx, msg, r)
 }
 
-// handBackTasks naks the tasks that Serve's end stopped, after every slot
-// has returned from its pull request, so that another worker runs them at
-// once rather than after AckWait. The nak asks for a short delay: a
-// slot's request ends with an unsubscribe that the client library sends
-// a moment after the slot returns, and until the server has read it, a
-// task redelivered at once could go to that request, where nobody reads
-// it, and wait out AckWait all the same.
+// task is a delivered task the worker accepted to run.
+type task struct {
+	id          string
+	addr        taskAddress
+	info        TaskInfo
+	hasDeadline bool
+	fn          handlerFunc
+}
+
+// admit reads a delivered task and decides whether to run it: a task
+// whose reply subject is not its own is refused, one that was answered
+// already (its acknowledgement was lost) is acknowledged, one whose
+// deadline passed or whose name has no handler is answered with an error.
+func (w *Worker) admit(ctx context.Context, msg *nats.Msg) (task, bool) {
+	h := msg.Header
+	addr, ok := parseTaskSubject(w.cfg.prefix, msg.Subject)
+	if !ok || !replyAllowed(w.cfg.prefix, addr, h.Get(hdrReply)) || h.Get(hdrTask) == "" {
+		w.stats.refused.Add(1)
+		_ = msg.Term()
+		return task{}, false
+	}
+	t := task{id: h.Get(hdrTask), addr: addr, info: TaskInfo{
+		Key: keyFromHeader(h.Get(hdrKey), h.Get(hdrKeyQuote) == "quoted"), Name: addr.name, Worker: w.name,
+	}}
+	if meta, err := msg.Metadata(); err == nil {
+		t.info.Delivery, t.info.Queued = int(meta.NumDelivered), meta.Timestamp
+	}
+	t.info.Deadline, t.hasDeadline = parseDeadline(h.Get(hdrDeadline))
+	if t.info.Delivery > 1 && w.answered(ctx, t) {
+		w.stats.answered.Add(1)
+		_ = msg.Ack()
+		return task{}, false
+	}
+	if t.hasDeadline && !time.Now().Before(t.info.Deadline) {
+		w.stats.expired.Add(1)
+		w.finishTask(ctx, msg, w.errorReply(msg, t, wireError{Code: CodeTimeout,
+			Message: fmt.Sprintf("fanoutnats: deadline of key %q passed while queued", t.info.Key)}))
+		return task{}, false
+	}
+	w.mu.Lock()
+	t.fn = w.handlers[addr.name]
+	w.mu.Unlock()
+	if t.fn == nil {
+		w.finishTask(ctx, msg, w.errorReply(msg, t, wireError{Code: CodeNoHandler,
+			Message: fmt.Sprintf("fanoutnats: worker %s has no handler %q", w.name, addr.name)}))
+		return task{}, false
+	}
+	return t, true
+}
+
+// answered reports whether the replies stream holds a reply to t's
+// attempt already: a redelivered task whose worker stored the reply but
+// whose acknowledgement was lost need not run again.
+func (w *Worker) answered(ctx context.Context, t task) bool {
+	ctx, cancel := context.WithTimeout(ctx, lookupWait)
+	defer cancel()
+	subject := w.cfg.prefix + ".reply." + t.addr.tenant + "." + t.addr.batch + "." + t.addr.keyToken
+	m, err := w.strms.Load().replies.GetLastMsgForSubject(ctx, subject)
+	return err == nil && m.Header.Get(hdrTask) == t.id
+}
+
+// finishTask stores r and acknowledges the task; if r cannot be stored
+// before Serve stops, the task is handed back to run again.
+func (w *Worker) finishTask(ctx context.Context, msg *nats.Msg, r *nats.Msg) {
+	if err := w.store(ctx, r); err != nil {
+		w.handOver(msg)
+		return
+	}
+	_ = msg.Ack()
+}
+
+func (w *Worker) handOver(msg *nats.Msg) {
+	w.mu.Lock()
+	w.handBack = append(w.handBack, msg)
+	w.mu.Unlock()
+}
+
+// handBackTasks naks the tasks that Serve's end stopped, after the
+// worker's pull subscription is gone, so that another worker runs them at
+// once rather than after AckWait. The nak asks for a short delay, so
+// that the server has dropped this worker's pending pull requests before
+// the task is delivered again.
 func (w *Worker) handBackTasks() {
 	w.mu.Lock()
 	msgs := w.handBack
@@ -345,7 +360,7 @@ func (w *Worker) handBackTasks() {
 		_ = msg.NakWithDelay(handBackDelay)
 	}
 	if len(msgs) > 0 {
-		_ = w.nc.Flush()
+		flushIfConnected(w.nc)
 	}
 }
 
@@ -370,10 +385,13 @@ func (w *Worker) finish(rt *runningTask) {
 	w.mu.Unlock()
 }
 
-// onCancel handles PREFIX.cancel.BATCH and PREFIX.cancel.BATCH.ATTEMPT.
+// onCancel handles PREFIX.cancel.TENANT.BATCH and
+// PREFIX.cancel.TENANT.BATCH.ATTEMPT.
 func (w *Worker) onCancel(m *nats.Msg) {
 	rest := strings.TrimPrefix(m.Subject, w.cfg.prefix+".cancel.")
+	tenant, rest, _ := strings.Cut(rest, ".")
 	batch, id, _ := strings.Cut(rest, ".")
+	batch = tenant + "." + batch
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if id == "" {
@@ -390,7 +408,7 @@ func (w *Worker) onCancel(m *nats.Msg) {
 
 // beat sends in-progress heartbeats for msg until the returned func is
 // called.
-func (w *Worker) beat(msg jetstream.Msg) (stop func()) {
+func (w *Worker) beat(msg *nats.Msg) (stop func()) {
 	if w.heartbeat <= 0 {
 		return func() {}
 	}
@@ -424,83 +442,6 @@ func callHandler(ctx context.Context, fn handlerFunc, args []byte) (out []byte, 
 	return fn(ctx, args)
 }
 
-func (w *Worker) replyMsg(msg jetstream.Msg, info TaskInfo, status string, data []byte) *nats.Msg {
-	h := msg.Headers()
-	r := nats.NewMsg(h.Get(hdrReply))
-	r.Data = data
-	r.Header.Set(hdrTask, h.Get(hdrTask))
-	r.Header.Set(hdrStatus, status)
-	r.Header.Set(hdrWorker, w.name)
-	r.Header.Set(hdrDeliver, strconv.Itoa(info.Delivery))
-	return r
-}
-
-// replyOK sends a handler's result or, if that cannot be published, an
-// error reply saying why. It reports whether either reply was published.
-func (w *Worker) replyOK(msg jetstream.Msg, info TaskInfo, out []byte) bool {
-	if msg.Headers().Get(hdrReply) == "" {
-		return true // nobody to tell
-	}
-	r := w.replyMsg(msg, info, "ok", out)
-	size, limit := msgSize(r), w.nc.MaxPayload()
-	var err error
-	if size <= limit {
-		if err = w.nc.PublishMsg(r); err == nil {
-			return true
-		}
-		w.stats.replyFailures.Add(1)
-	}
-	if size > limit || errors.Is(err, nats.ErrMaxPayload) {
-		return w.replyErr(msg, info, wireError{Code: CodeTooLarge, Message: fmt.Sprintf(
-			"fanoutnats: result of key %q makes a %d-byte reply, over the server's max_payload of %d bytes",
-			info.Key, size, limit)})
-	}
-	return w.replyErr(msg, info, wireError{Code: CodeError, Message: fmt.Sprintf(
-		"fanoutnats: worker %s could not publish the result of key %q: %v", w.name, info.Key, err)})
-}
-
-// replyErr sends e as an error reply, cut down to fit the server's
-// max_payload, and reports whether it was published.
-func (w *Worker) replyErr(msg jetstream.Msg, info TaskInfo, e wireError) bool {
-	if msg.Headers().Get(hdrReply) == "" {
-		return true // nobody to tell
-	}
-	r := w.replyMsg(msg, info, "error", nil)
-	r.Data = fitWireError(e, int(w.nc.MaxPayload()-msgSize(r)))
-	if err := w.nc.PublishMsg(r); err != nil {
-		w.stats.replyFailures.Add(1)
-		return false
-	}
-	return true
-}
-
-// fitWireError encodes e in at most room bytes if it can: it drops the
-// stack first, then cuts the message (on a character boundary) and says
-// how much it cut.
-func fitWireError(e wireError, room int) []byte {
-	data, _ := json.Marshal(e)
-	if len(data) <= room {
-		return data
-	}
-	e.Stack = ""
-	if data, _ = json.Marshal(e); len(data) <= room {
-		return data
-	}
-	full := e.Message
-	cut := func(n int) []byte {
-		for n > 0 && n < len(full) && !utf8.RuneStart(full[n]) {
-			n--
-		}
-		e.Message = full[:n] + fmt.Sprintf(" [%d more bytes cut to fit max_payload]", len(full)-n)
-		data, _ := json.Marshal(e)
-		return data
-	}
-	// The longest prefix that fits: escaping makes the size grow with n,
-	// not in proportion to it.
-	n := sort.Search(len(full), func(n int) bool { return len(cut(n+1)) > room })
-	return cut(n)
-}
-
 // WorkerStats counts what a worker has done.
 type WorkerStats struct {
 	Started     int64 // handlers started
@@ -509,15 +450,22 @@ type WorkerStats struct {
 	Redelivered int64 // handlers started on a redelivered task
 	Expired     int64 // tasks whose deadline passed while queued: not started
 	Cancelled   int64 // tasks cancelled by their client, running or not yet
-	// ReplyFailures counts replies the connection refused to publish
-	// (closed, or over max_payload after all). A result that cannot be
-	// sent is replaced by an error reply saying why; a task none of whose
-	// replies could be sent is handed back to the queue to run again.
+	// Answered counts redelivered tasks acknowledged without running,
+	// since the replies stream already held their reply.
+	Answered int64
+	// Refused counts tasks dropped unrun: malformed, or naming a reply
+	// subject other than the one their subject allows.
+	Refused int64
+	// ReplyFailures counts replies that could not be stored at the first
+	// try (a server unreachable, a replies stream lost). The worker tries
+	// again while Serve runs, heartbeats keeping the task; a result over
+	// max_payload is replaced by an error reply saying why.
 	ReplyFailures int64
 }
 
 type workerStats struct {
-	started, succeeded, failed, redelivered, expired, cancelled, replyFailures atomic.Int64
+	started, succeeded, failed, redelivered, expired, cancelled atomic.Int64
+	answered, refused, replyFailures                            atomic.Int64
 }
 
 // Stats returns the worker's counters so far.
@@ -526,6 +474,6 @@ func (w *Worker) Stats() WorkerStats {
 	return WorkerStats{
 		Started: s.started.Load(), Succeeded: s.succeeded.Load(), Failed: s.failed.Load(),
 		Redelivered: s.redelivered.Load(), Expired: s.expired.Load(), Cancelled: s.cancelled.Load(),
-		ReplyFailures: s.replyFailures.Load(),
+		Answered: s.answered.Load(), Refused: s.refused.Load(), ReplyFailures: s.replyFailures.Load(),
 	}
 }
