@@ -42,13 +42,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/gofanout/fanout/examples/internal/debugpage"
 
 	"golang.org/x/time/rate"
 
@@ -124,7 +124,7 @@ func main() {
 	defer stop()
 	if *debugAddr != "" {
 		c.debug = fanoutdebug.New()
-		wait, err := serveDebug(ctx, *debugAddr, c.debug)
+		wait, err := debugpage.Serve(ctx, *debugAddr, c.debug)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "classify:", err)
 			os.Exit(1)
@@ -137,26 +137,6 @@ func main() {
 		os.Exit(1)
 	}
 	rep.Print(os.Stdout)
-}
-
-// serveDebug serves page at http://addr/debug/fanout/ until ctx ends, and
-// returns a function that waits for that, so that the finished runs can
-// still be read once the report is printed.
-func serveDebug(ctx context.Context, addr string, page *fanoutdebug.Page) (wait func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/debug/fanout/", http.StripPrefix("/debug/fanout", page))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	fmt.Fprintf(os.Stderr, "debug page: http://%s/debug/fanout/\n", ln.Addr())
-	return func() {
-		fmt.Fprintln(os.Stderr, "debug page still up: Ctrl-C to exit")
-		<-ctx.Done()
-		_ = srv.Close()
-	}, nil
 }
 
 // run classifies the dataset of c with clf, drawing progress on w.

@@ -26,13 +26,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"strings"
 	"time"
+
+	"github.com/gofanout/fanout/examples/internal/debugpage"
 
 	"github.com/gofanout/fanout"
 	fanoutdebug "github.com/gofanout/fanout/debug"
@@ -84,7 +84,7 @@ func main() {
 	defer stop()
 	if *debugAddr != "" {
 		o.debug = fanoutdebug.New()
-		wait, err := serveDebug(ctx, *debugAddr, o.debug)
+		wait, err := debugpage.Serve(ctx, *debugAddr, o.debug)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "research:", err)
 			os.Exit(1)
@@ -95,26 +95,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "research:", err)
 		os.Exit(1)
 	}
-}
-
-// serveDebug serves page at http://addr/debug/fanout/ until ctx ends, and
-// returns a function that waits for that, so that the finished run can
-// still be read once the report is printed.
-func serveDebug(ctx context.Context, addr string, page *fanoutdebug.Page) (wait func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/debug/fanout/", http.StripPrefix("/debug/fanout", page))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	fmt.Fprintf(os.Stderr, "debug page: http://%s/debug/fanout/\n", ln.Addr())
-	return func() {
-		fmt.Fprintln(os.Stderr, "debug page still up: Ctrl-C to exit")
-		<-ctx.Done()
-		_ = srv.Close()
-	}, nil
 }
 
 // parseSource reads a -url flag.
