@@ -403,3 +403,29 @@ func TestGroupPriority(t *testing.T) {
 		assert.Equal(t, []string{"first", "c", "e", "a", "b", "d", "f"}, order)
 	})
 }
+
+func TestGatherGroupAggregatorPanics(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g, _ := fanout.NewGroup[int](context.Background(), fanout.WithLimit(2))
+		var running atomic.Int32
+		for i := range 4 {
+			require.NoError(t, g.Go(fmt.Sprint(i), func(ctx context.Context) (int, error) {
+				running.Add(1)
+				defer running.Add(-1)
+				select {
+				case <-time.After(time.Duration(i+1) * time.Second):
+					return i, nil
+				case <-ctx.Done():
+					return 0, ctx.Err()
+				}
+			}))
+		}
+		_, err := fanout.GatherGroup(g, &addPanics{n: 1})
+		var pe *fanout.PanicError
+		require.ErrorAs(t, err, &pe)
+		assert.Equal(t, "aggregator bug", pe.Value)
+		assert.Zero(t, running.Load(), "every task ended before GatherGroup returned")
+		assert.Less(t, time.Since(time.Unix(946684800, 0)), 2*time.Second, "the tasks still running were cancelled")
+		assert.ErrorIs(t, g.Go("late", func(context.Context) (int, error) { return 0, nil }), fanout.ErrGroupDone)
+	})
+}
