@@ -105,3 +105,20 @@ func TestGuardThenCooldown(t *testing.T) {
 		assert.True(t, slow.outcomes[0].Started)
 	})
 }
+
+type panickyGuard struct{}
+
+func (panickyGuard) Admit(context.Context, fanout.Admission) (func(fanout.Outcome), error) {
+	panic("guard bug")
+}
+
+func TestAPanickingGuardFailsOnlyItsKeys(t *testing.T) {
+	rs, err := fanout.Run(context.Background(), []fanout.Task[int]{value("a", 1), value("b", 2)},
+		fanout.WithGuard(panickyGuard{}), fanout.WithLimit(1))
+	require.Error(t, err)
+	assert.Equal(t, 2, rs.Len())
+	for _, r := range rs.All() {
+		var pe *fanout.PanicError
+		assert.ErrorAs(t, r.Err, &pe, r.Key)
+	}
+}
