@@ -72,18 +72,33 @@ func TestEveryKeyOnceWhenTheConsumerLeaderCrashesMidRun(t *testing.T) {
 	var crashed bool
 	done, after := 0, map[string]int{} // tasks finished; by worker after the crash
 	crash := make(chan struct{})
+	// After the crash, a task waits until every worker has taken one, so
+	// that the two workers which keep their connection cannot finish the
+	// run before the third has reconnected. A worker that stays idle, the
+	// bug this test is for, shows as the wait running out.
+	everyWorker := make(chan struct{})
 	for i := range 3 {
 		e.workerOn(cl.conn(i), func(w *fanoutnats.Worker) {
 			fanoutnats.Handle(w, "job", func(ctx context.Context, n int) (int, error) {
 				info, _ := fanoutnats.TaskFromContext(ctx)
 				mu.Lock()
+				wait := crashed
 				if crashed {
-					after[info.Worker]++
+					if after[info.Worker]++; len(after) == 3 && after[info.Worker] == 1 {
+						close(everyWorker)
+					}
 				}
 				if done++; done == 100 {
 					close(crash)
 				}
 				mu.Unlock()
+				if wait {
+					select {
+					case <-everyWorker:
+					case <-time.After(20 * time.Second):
+					case <-ctx.Done():
+					}
+				}
 				return n * n, nil
 			})
 		}, append(clusterOpts(), fanoutnats.WithConcurrency(2), fanoutnats.WithName(fmt.Sprint("w", i)))...)
