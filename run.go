@@ -30,7 +30,7 @@ type run[T any] struct {
 	spend   *spending
 	obs     *Observer
 	start   time.Time // for RunSummary.Elapsed, with an observer
-	plain   bool      // no retry, hedge, limiter, timeout or observer: the fast path
+	plain   bool      // no retry, hedge, limiter, guard or observer: the fast path
 	settles bool      // a limiter charges Task.Tokens: attempts may Settle
 
 	work    func() // r.runWorker, as one method value
@@ -80,7 +80,7 @@ func newRun[T any](ctx context.Context, cfg *config, src source[T], total int) *
 	r.spend = &spending{max: cfg.budget}
 	r.settles = slices.ContainsFunc(cfg.limiters, func(u limiterUse) bool { return u.perToken })
 	r.plain = cfg.retry == nil && cfg.hedge == nil && len(cfg.limiters) == 0 && len(cfg.guards) == 0 &&
-		cfg.taskTimeout == 0 && r.obs == nil
+		r.obs == nil
 	r.work = r.runWorker
 	return r
 }

@@ -199,8 +199,13 @@ func (r *run[T]) attempt(ctx context.Context, t Task[T], info AttemptInfo, p pas
 // Throttles if the server asked everyone to wait.
 func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo, p pass) (v T, err error) {
 	defer r.spend.done(int64(t.Tokens))
-	start := time.Now()
-	defer func() { tell(p.guards, Outcome{Err: err, Elapsed: time.Since(start), Started: true}) }()
+	var start time.Time
+	if len(p.guards) > 0 || r.obs != nil {
+		start = time.Now()
+	}
+	if len(p.guards) > 0 {
+		defer func() { tell(p.guards, Outcome{Err: err, Elapsed: time.Since(start), Started: true}) }()
+	}
 	if r.settles {
 		ctx = context.WithValue(ctx, settleKey{}, &settlement{limiters: r.cfg.limiters, tokens: t.Tokens, resource: t.Resource})
 	}
