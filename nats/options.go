@@ -27,6 +27,7 @@ type config struct {
 	resultTimeout time.Duration
 	retention     time.Duration
 	name          string
+	status        time.Duration // a worker's status interval; 0: no reports
 	heartbeat     time.Duration // 0: ackWait/3; negative: none (tests)
 	errs          []error
 }
@@ -44,6 +45,7 @@ func newConfig(opts []Option) (*config, error) {
 		codec:       JSON{},
 		concurrency: 8,
 		retention:   24 * time.Hour,
+		status:      DefaultStatusInterval,
 	}
 	for _, opt := range opts {
 		if opt == nil {
@@ -64,8 +66,9 @@ func (c *config) invalid(format string, args ...any) {
 
 // WithPrefix sets the first token of every subject used (default
 // "fanout"): tasks go to PREFIX.task.>, replies to PREFIX.reply.>, cancels
-// to PREFIX.cancel.>. Distinct prefixes (with distinct streams) keep
-// independent deployments apart on one cluster.
+// to PREFIX.cancel.>, workers' status reports to PREFIX.status.> and
+// PREFIX.running.>. Distinct prefixes (with distinct streams) keep
+// independent deployments, and their fleets, apart on one cluster.
 func WithPrefix(p string) Option {
 	return func(c *config) {
 		if !validToken(p) {
@@ -233,10 +236,35 @@ func WithResultTimeout(d time.Duration) Option {
 	}
 }
 
-// WithName names a worker in replies and errors (default: a random id).
+// WithName names a worker in replies, errors and its status reports
+// (default: a random id).
 func WithName(name string) Option {
 	return func(c *config) { c.name = name }
 }
+
+// DefaultStatusInterval is how often a worker reports its status unless
+// [WithStatusInterval] says otherwise.
+const DefaultStatusInterval = 5 * time.Second
+
+// WithStatusInterval sets how often a worker publishes its status report
+// while Serve runs (default [DefaultStatusInterval]), which clients read
+// with [Client.Fleet]. A worker also reports when Serve starts, and says
+// goodbye when it ends; a client forgets a worker that missed three of
+// its reports in a row. d = 0 turns the reports off: the worker then
+// publishes nothing beyond its replies, and no Fleet lists it. A negative
+// d, or one under 10 ms, is an error. Clients ignore this option.
+func WithStatusInterval(d time.Duration) Option {
+	return func(c *config) {
+		if d < 0 || 0 < d && d < minStatusInterval {
+			c.invalid("WithStatusInterval(%v): must be 0 (no reports) or at least %v", d, minStatusInterval)
+			return
+		}
+		c.status = d
+	}
+}
+
+// minStatusInterval keeps a worker from flooding its clients with reports.
+const minStatusInterval = 10 * time.Millisecond
 
 // Codec encodes task arguments and results. It must be safe for
 // concurrent use.

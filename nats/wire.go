@@ -36,9 +36,12 @@ const MaxKeyLen = 4096
 //	P.reply.T.C.B.K       its reply, to client C; the replies stream
 //	                      stores it as P.reply.T.B.K
 //	P.cancel.T.B[.ATTEMPT] a cancel, to workers
+//	P.status.W            worker W's status report, to every client: the
+//	                      workers under a prefix serve every tenant
+//	P.running.T.W         the tasks of tenant T's batches running on W
 //
-// Every subject a tenant uses starts with P.KIND.T, so subject permissions
-// keep tenants apart.
+// Every subject that carries a tenant's tasks, results or batches starts
+// with P.KIND.T, so subject permissions keep tenants apart.
 
 func taskSubject(prefix, tenant, name, batch, key string) string {
 	return prefix + ".task." + tenant + "." + name + "." + batch + "." + keyToken(key)
@@ -63,6 +66,17 @@ func cancelSubject(prefix, tenant, batch, task string) string {
 		return prefix + ".cancel." + tenant + "." + batch
 	}
 	return prefix + ".cancel." + tenant + "." + batch + "." + task
+}
+
+// statusSubject is where worker id reports its status.
+func statusSubject(prefix, worker string) string {
+	return prefix + ".status." + worker
+}
+
+// runningSubject is where worker id reports what it runs of tenant's
+// batches.
+func runningSubject(prefix, tenant, worker string) string {
+	return prefix + ".running." + tenant + "." + worker
 }
 
 // taskAddress is what a worker reads from a task's subject.

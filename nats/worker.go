@@ -45,6 +45,7 @@ type Worker struct {
 	nc        *nats.Conn
 	js        jetstream.JetStream
 	name      string
+	id        string // this worker's token in status subjects
 	heartbeat time.Duration
 	strms     atomic.Pointer[streams]
 
@@ -60,9 +61,10 @@ type Worker struct {
 type handlerFunc func(ctx context.Context, args []byte) ([]byte, error)
 
 type runningTask struct {
-	id     string // attempt id, shared by its redeliveries
-	batch  string // TENANT.BATCH
-	cancel context.CancelCauseFunc
+	id       string // attempt id, shared by its redeliveries
+	batch    string // TENANT.BATCH
+	cancel   context.CancelCauseFunc
+	returned atomic.Bool // its handler returned: its slot is free
 }
 
 // NewWorker prepares a worker on nc: it opens the task and replies
@@ -83,7 +85,7 @@ func NewWorker(ctx context.Context, nc *nats.Conn, opts ...Option) (*Worker, err
 		return nil, fmt.Errorf("fanoutnats: jetstream: %w", err)
 	}
 	w := &Worker{
-		cfg: cfg, nc: nc, js: js, name: cfg.name,
+		cfg: cfg, nc: nc, js: js, name: cfg.name, id: nuid.Next(),
 		handlers:  make(map[string]handlerFunc),
 		running:   make(map[*runningTask]struct{}),
 		cancelled: newRecentSet(1 << 14),
@@ -171,7 +173,9 @@ func (e *codedError) Unwrap() error { return e.err }
 // their tasks handed back to the queue for other workers. If the
 // connection closes, or the stream or consumer disappears and cannot be
 // created again ([WithBind]), Serve returns an error. A server that lost
-// them (memory storage) has them created again. Serve may be called once.
+// them (memory storage) has them created again. While it runs, the worker
+// reports its status every [WithStatusInterval], and says goodbye as
+// Serve returns (see [Client.Fleet]). Serve may be called once.
 func (w *Worker) Serve(ctx context.Context) error {
 	sub, err := w.nc.Subscribe(w.cfg.prefix+".cancel.>", w.onCancel)
 	if err != nil {
@@ -182,6 +186,8 @@ func (w *Worker) Serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopReports := w.startReports()
+	defer stopReports() // says goodbye once the tasks are handed back
 	// A closed connection stops every handler too.
 	sctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
@@ -246,6 +252,7 @@ func (w *Worker) handle(ctx context.Context, msg *nats.Msg, free func()) {
 	stopBeat := w.beat(msg)
 	defer stopBeat()
 	out, err := callHandler(hctx, t.fn, msg.Data)
+	rt.returned.Store(true)
 	release()
 	switch cause := context.Cause(hctx); {
 	case errors.Is(cause, errCancelled):
