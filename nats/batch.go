@@ -212,7 +212,7 @@ func (b *Batch) adopt(ctx context.Context, m *jetstream.RawStreamMsg, key string
 	cl := &call{id: m.Header.Get(hdrTask), key: key, b: b, seq: m.Sequence, settled: true,
 		msg: taskCopy(m), reply: make(chan reply, 1), publishFailed: make(chan error, 1)}
 	c.mu.Lock()
-	c.pending[cl.id] = cl
+	c.track(cl)
 	c.bySeq[cl.seq] = cl
 	c.mu.Unlock()
 	if err := b.listen(); err != nil {

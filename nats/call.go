@@ -141,9 +141,28 @@ func (c *Client) newCall(id, key string, b *Batch, m *nats.Msg) *call {
 	cl := &call{id: id, key: key, b: b, msg: m,
 		reply: make(chan reply, 1), publishFailed: make(chan error, 1)}
 	c.mu.Lock()
-	c.pending[id] = cl
+	c.track(cl)
 	c.mu.Unlock()
 	return cl
+}
+
+// track records cl as pending and waiting in its batch. It must be called
+// with c.mu held.
+func (c *Client) track(cl *call) {
+	c.pending[cl.id] = cl
+	c.waiting[cl.b.id]++
+}
+
+// end records that cl's attempt returned: it waits no more in its batch.
+// It must be called with c.mu held.
+func (c *Client) end(cl *call) {
+	if cl.over {
+		return
+	}
+	cl.over = true
+	if c.waiting[cl.b.id]--; c.waiting[cl.b.id] <= 0 {
+		delete(c.waiting, cl.b.id)
+	}
 }
 
 // send publishes cl's task without waiting for its PubAck, which
@@ -259,7 +278,8 @@ func (c *Client) stop(ctx context.Context, cl *call) error {
 func (c *Client) took(cl *call) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cl.over, cl.tookReply = true, true
+	c.end(cl)
+	cl.tookReply = true
 	c.replied.add(cl.id)
 	if cl.settled {
 		c.remove(cl)
@@ -273,7 +293,8 @@ func (c *Client) took(cl *call) {
 // attempt was giving up is late too.
 func (c *Client) giveUp(cl *call, dropTask bool) {
 	c.mu.Lock()
-	cl.over, cl.answered = true, true
+	c.end(cl)
+	cl.answered = true
 	select {
 	case r := <-cl.reply:
 		if r.msg != nil {

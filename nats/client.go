@@ -33,8 +33,10 @@ type Client struct {
 	mu      sync.Mutex
 	pending map[string]*call // by attempt id, until over and settled
 	bySeq   map[uint64]*call // by stream sequence, for advisories
+	waiting map[string]int   // attempts not over, by batch ID, for Fleet
 	replied recentSet        // finished attempts that took a worker's reply
 
+	fleet fleetView // the workers' status reports, once Fleet is called
 	stats clientStats
 }
 
@@ -66,7 +68,7 @@ func NewClient(ctx context.Context, nc *nats.Conn, opts ...Option) (*Client, err
 	}
 	c := &Client{
 		cfg: cfg, nc: nc, id: nuid.Next(),
-		pending: make(map[string]*call), bySeq: make(map[uint64]*call),
+		pending: make(map[string]*call), bySeq: make(map[uint64]*call), waiting: make(map[string]int),
 		replied: newRecentSet(1 << 14),
 	}
 	c.js, err = jetstream.New(nc,
@@ -125,14 +127,15 @@ func (c *Client) openStreams(ctx context.Context) (lost bool, err error) {
 	return old != nil && !old.tasks.CachedInfo().Created.Equal(tasks.CachedInfo().Created), nil
 }
 
-// Close stops listening for replies and stops the client's background
-// clean-up, after one last bounded pass if the connection is up. Tasks
-// still waiting end with their context or result timeout. It does not
-// close the connection.
+// Close stops listening for replies and for the workers' status
+// reports, and stops the client's background clean-up, after one last
+// bounded pass if the connection is up. Tasks still waiting end with
+// their context or result timeout. It does not close the connection.
 func (c *Client) Close() {
 	for _, s := range c.subs {
 		_ = s.Unsubscribe()
 	}
+	c.fleet.close()
 	if c.jan != nil {
 		c.jan.close()
 	}
