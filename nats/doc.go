@@ -89,12 +89,26 @@
 // retry policy decides as it would locally. Arguments or results over the
 // server's max_payload, and keys over [MaxKeyLen], fail with [ErrTooLarge].
 //
+// # Fleet
+//
+// While Serve runs, a worker reports its status as it starts, every
+// [WithStatusInterval] (default 5 s) and, as a goodbye, when it stops:
+// its name, slots, slots in use and counters on PREFIX.status.WORKER
+// and, for each tenant with tasks running on it, how many of each of the
+// tenant's batches it runs on PREFIX.running.TENANT.WORKER. They are
+// plain NATS messages, never stored. [Client.Fleet] listens to them from
+// its first call on and returns the workers, the client's batches with
+// their queued and running tasks, and the client's counters: what a
+// status page, such as the debug module's, shows of a fleet.
+//
 // # Tenants
 //
 // Every subject carries the client's tenant ([WithTenant]), so subject
 // permissions keep tenants from reading each other's results; a worker
-// answers a task only on the reply subject its task's subject allows. The
-// README gives a server configuration with users and permissions.
+// answers a task only on the reply subject its task's subject allows.
+// Workers serve every tenant under their prefix, so every tenant may hear
+// their status reports, but only of its own batches. The README gives a
+// server configuration with users and permissions.
 //
 // # Connecting
 //
