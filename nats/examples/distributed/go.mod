@@ -4,12 +4,14 @@ go 1.26.0
 
 replace (
 	github.com/gofanout/fanout => ../../..
+	github.com/gofanout/fanout/debug => ../../../debug
 	github.com/gofanout/fanout/examples => ../../../examples
 	github.com/gofanout/fanout/nats => ../..
 )
 
 require (
 	github.com/gofanout/fanout v0.0.0
+	github.com/gofanout/fanout/debug v0.0.0-00010101000000-000000000000
 	github.com/gofanout/fanout/examples v0.0.0-00010101000000-000000000000
 	github.com/gofanout/fanout/nats v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0

@@ -15,6 +15,7 @@
 //
 //	go run .
 //	go run . -part gate-hinge -workers 4
+//	go run . -debug-addr 127.0.0.1:6060 -latency 2s   # and open /debug/fanout/
 //	go run . -nats nats://a:4222,nats://b:4222,nats://c:4222 -replicas 3
 //	go run . -worker -nats nats://a:4222 -replicas 3 -name w9   # a worker on another machine
 //
@@ -22,6 +23,12 @@
 // examples module depends on the other: the nats library never pulls in
 // the examples' dependencies, and the other examples never pull in the
 // NATS client and server.
+//
+// With -debug-addr, the fanoutdebug page shows the run and, under
+// "nats", the fleet as the coordinator's client hears it: the workers
+// with their slots in use and counters, the batch's tasks queued and
+// running, the redeliveries and the duplicate and late replies; after
+// the run, until Ctrl-C.
 package main
 
 import (
@@ -32,6 +39,8 @@ import (
 	"io"
 	"log"
 	"maps"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -45,12 +54,16 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/gofanout/fanout"
+	fanoutdebug "github.com/gofanout/fanout/debug"
 	"github.com/gofanout/fanout/examples/material/advisor"
 	fanoutnats "github.com/gofanout/fanout/nats"
 	"github.com/gofanout/fanout/nats/embedded"
 )
 
-const ackWait = time.Second // short, so a killed worker's tasks move quickly
+const (
+	ackWait     = time.Second // short, so a killed worker's tasks move quickly
+	statusEvery = time.Second // workers' status reports, often enough to watch a short run
+)
 
 func main() {
 	log.SetFlags(0)
@@ -61,10 +74,26 @@ func main() {
 		}
 		return
 	}
+	var debug *debugServer
+	if s.debugAddr != "" {
+		var err error
+		if debug, err = serveDebug(s.debugAddr); err != nil {
+			log.Fatal(err)
+		}
+		defer debug.close()
+		s.page = debug.page
+		log.Printf("debug page: %s", debug.url)
+	}
 	rep, err := coordinate(s)
 	rep.print(os.Stdout)
 	if err != nil {
 		log.Fatal(err)
+	}
+	if debug != nil {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		log.Printf("debug page still up at %s: Ctrl-C to exit", debug.url)
+		<-ctx.Done()
 	}
 }
 
@@ -79,6 +108,9 @@ type settings struct {
 	timeout  time.Duration
 	kill     bool
 	replicas int
+
+	debugAddr string
+	page      *fanoutdebug.Page // serving debugAddr, or nil
 }
 
 func parseFlags(args []string, onError flag.ErrorHandling) (settings, error) {
@@ -93,6 +125,7 @@ func parseFlags(args []string, onError flag.ErrorHandling) (settings, error) {
 	fs.DurationVar(&s.timeout, "timeout", 20*time.Second, "deadline of each analysis attempt")
 	fs.BoolVar(&s.kill, "kill", true, "kill one worker process mid-run")
 	fs.IntVar(&s.replicas, "replicas", 1, "stream and consumer replicas (3 on a three-node cluster)")
+	fs.StringVar(&s.debugAddr, "debug-addr", "", "serve a live page of the run and the fleet at http://`ADDR`/debug/fanout/, until Ctrl-C")
 	err := fs.Parse(args)
 	return s, err
 }
@@ -100,7 +133,8 @@ func parseFlags(args []string, onError flag.ErrorHandling) (settings, error) {
 // options are the fanoutnats options of the coordinator and the workers
 // alike.
 func (s settings) options() []fanoutnats.Option {
-	return []fanoutnats.Option{fanoutnats.WithAckWait(ackWait), fanoutnats.WithReplicas(s.replicas)}
+	return []fanoutnats.Option{fanoutnats.WithAckWait(ackWait), fanoutnats.WithReplicas(s.replicas),
+		fanoutnats.WithStatusInterval(statusEvery)}
 }
 
 // workerArgs is the command line of a worker process started by this one:
@@ -213,6 +247,12 @@ func coordinate(s settings) (report, error) {
 		return report{}, err
 	}
 	defer client.Close()
+	observers := []fanout.Option{}
+	if s.page != nil {
+		client.Fleet() // listen now, to hear the workers' first reports
+		s.page.ShowFleet("nats", debugFleet(client))
+		observers = append(observers, fanout.WithObserver(s.page.Observer("distributed")))
+	}
 
 	procs, err := startWorkers(nc, s, url)
 	defer stopWorkers(procs)
@@ -233,10 +273,10 @@ func coordinate(s settings) (report, error) {
 		killer.victim = &procs[0]
 	}
 	start := time.Now()
-	rs, err := fanout.Run(ctx, tasks,
+	rs, err := fanout.Run(ctx, tasks, append(observers,
 		fanout.WithTaskTimeout(s.timeout),
 		fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 2}),
-		fanout.WithObserver(&fanout.Observer{TaskDone: killer.taskDone}))
+		fanout.WithObserver(&fanout.Observer{TaskDone: killer.taskDone}))...)
 	rep := report{results: rs, parts: parts, elapsed: time.Since(start), workers: len(procs),
 		killed: killer.killed, stats: client.Stats()}
 	if rs != nil {
@@ -386,3 +426,47 @@ func stopWorkers(procs []proc) {
 		_ = p.cmd.Wait()
 	}
 }
+
+// debugFleet maps what the client hears of the fleet into the debug
+// page's Fleet. The debug module does not depend on the nats module, nor
+// the nats module on it: these few lines are the whole bridge.
+func debugFleet(c *fanoutnats.Client) func() fanoutdebug.Fleet {
+	return func() fanoutdebug.Fleet {
+		f := c.Fleet()
+		d := fanoutdebug.Fleet{Sent: f.Stats.Sent, Replies: f.Stats.Replies, Redelivered: f.Stats.Redelivered,
+			Duplicates: f.Stats.Duplicates, Late: f.Stats.Late}
+		for _, w := range f.Workers {
+			d.Workers = append(d.Workers, fanoutdebug.FleetWorker{Name: w.Name, Slots: w.Slots, InUse: w.InUse,
+				Started: w.Stats.Started, Succeeded: w.Stats.Succeeded, Failed: w.Stats.Failed,
+				Redelivered: w.Stats.Redelivered, Seen: w.Seen})
+		}
+		for _, b := range f.Batches {
+			d.Batches = append(d.Batches, fanoutdebug.FleetBatch{ID: b.ID, Queued: b.Queued, Running: b.Running})
+		}
+		return d
+	}
+}
+
+// debugServer serves a fanoutdebug page at url.
+type debugServer struct {
+	page *fanoutdebug.Page
+	url  string // http://ADDR/debug/fanout/
+	srv  *http.Server
+}
+
+// serveDebug serves a new page on addr (port 0: any free port) until
+// close.
+func serveDebug(addr string) (*debugServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	d := &debugServer{page: fanoutdebug.New(), url: "http://" + ln.Addr().String() + "/debug/fanout/"}
+	mux := http.NewServeMux()
+	mux.Handle("/debug/fanout/", http.StripPrefix("/debug/fanout", d.page))
+	d.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = d.srv.Serve(ln) }()
+	return d, nil
+}
+
+func (d *debugServer) close() { _ = d.srv.Close() }

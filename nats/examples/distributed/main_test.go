@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
+	"net/http"
 	"os"
 	"slices"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	fanoutdebug "github.com/gofanout/fanout/debug"
 	"github.com/gofanout/fanout/examples/material/advisor"
 )
 
@@ -96,4 +99,88 @@ func TestAnUnknownPartFailsBeforeAnyWorkerStarts(t *testing.T) {
 	assert.ErrorContains(t, err, "no sample part")
 	assert.Nil(t, rep.results)
 	assert.Zero(t, rep.workers)
+}
+
+func TestTheDebugPageShowsTheFleet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	s, err := parseFlags([]string{"-workers", "2", "-kill=false", "-latency", "300ms", "-debug-addr", "127.0.0.1:0"},
+		flag.ContinueOnError)
+	require.NoError(t, err)
+	debug, err := serveDebug(s.debugAddr)
+	require.NoError(t, err)
+	defer debug.close()
+	s.page = debug.page
+	web := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+
+	// Watch the page while the run goes, as someone with a browser would.
+	type sighting struct{ workers, queued, running bool }
+	seen := make(chan sighting, 1)
+	stop := make(chan struct{})
+	go func() {
+		var got sighting
+		defer func() { seen <- got }()
+		for {
+			if f, ok := natsFleet(web, debug.url); ok {
+				got.workers = got.workers || workersAre(f.Workers, map[string]int{"worker-1": 2, "worker-2": 2})
+				if len(f.Batches) == 1 {
+					got.queued = got.queued || f.Batches[0].Queued > 0
+					got.running = got.running || f.Batches[0].Running > 0
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	rep, err := coordinate(s)
+	close(stop)
+	require.NoError(t, err)
+	got := <-seen
+	assert.True(t, got.workers, "the page listed both worker processes with their slots")
+	assert.True(t, got.queued, "the page showed the batch's tasks queued")
+	assert.True(t, got.running, "the page showed the batch's tasks running")
+
+	after, ok := natsFleet(web, debug.url)
+	require.True(t, ok)
+	assert.Empty(t, after.Workers, "the client closed with the run: it listens no more")
+	assert.Empty(t, after.Batches, "nothing waits")
+	assert.Equal(t, int64(rep.results.Len()), after.Replies)
+	assert.Equal(t, rep.stats.Sent, after.Sent)
+}
+
+// natsFleet reads the page's JSON endpoint and returns its "nats" fleet.
+func natsFleet(web *http.Client, url string) (fanoutdebug.Fleet, bool) {
+	resp, err := web.Get(url + "api")
+	if err != nil {
+		return fanoutdebug.Fleet{}, false
+	}
+	defer resp.Body.Close()
+	var snap fanoutdebug.Snapshot
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&snap) != nil {
+		return fanoutdebug.Fleet{}, false
+	}
+	for _, f := range snap.Fleets {
+		if f.Name == "nats" && f.Error == "" {
+			return f.Fleet, true
+		}
+	}
+	return fanoutdebug.Fleet{}, false
+}
+
+// workersAre reports whether workers are those named in slots, with
+// those slots.
+func workersAre(workers []fanoutdebug.FleetWorker, slots map[string]int) bool {
+	if len(workers) != len(slots) {
+		return false
+	}
+	for _, w := range workers {
+		if slots[w.Name] != w.Slots {
+			return false
+		}
+	}
+	return true
 }
