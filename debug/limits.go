@@ -131,13 +131,26 @@ type fleetSource struct {
 // ShowFleet shows the fleet that report describes under name: the page
 // calls report each time it is read, so report must be quick and safe for
 // concurrent use. Showing another fleet under the same name replaces the
-// first. This is the hook for a distributed backend; the nats module's
-// Client.Stats and Worker.Stats fill most of a Fleet:
+// first. This is the hook for a distributed backend. The nats module's
+// Client.Fleet has all of a Fleet: the workers as their status reports
+// describe them, the client's batches queued and running, its counters.
+// Neither module depends on the other, so the mapping is the caller's
+// (nats/examples/distributed has it, with -debug-addr):
 //
+//	client.Fleet() // listen now, to hear the workers' first reports
 //	page.ShowFleet("nats", func() fanoutdebug.Fleet {
-//		s := client.Stats()
-//		return fanoutdebug.Fleet{Sent: s.Sent, Replies: s.Replies,
-//			Redelivered: s.Redelivered, Duplicates: s.Duplicates, Late: s.Late}
+//		f := client.Fleet()
+//		d := fanoutdebug.Fleet{Sent: f.Stats.Sent, Replies: f.Stats.Replies,
+//			Redelivered: f.Stats.Redelivered, Duplicates: f.Stats.Duplicates, Late: f.Stats.Late}
+//		for _, w := range f.Workers {
+//			d.Workers = append(d.Workers, fanoutdebug.FleetWorker{Name: w.Name, Slots: w.Slots,
+//				InUse: w.InUse, Started: w.Stats.Started, Succeeded: w.Stats.Succeeded,
+//				Failed: w.Stats.Failed, Redelivered: w.Stats.Redelivered, Seen: w.Seen})
+//		}
+//		for _, b := range f.Batches {
+//			d.Batches = append(d.Batches, fanoutdebug.FleetBatch{ID: b.ID, Queued: b.Queued, Running: b.Running})
+//		}
+//		return d
 //	})
 func (p *Page) ShowFleet(name string, report func() Fleet) {
 	p.mu.Lock()

@@ -28,7 +28,8 @@
 // A run started inside a task of another run the page follows (a vote per
 // key, say) is listed apart, as nested in it, so that the runs started by
 // the hundred do not bury the one that started them. [Page.ShowFleet] is
-// the hook for a distributed backend's workers and queues.
+// the hook for a distributed backend's workers and queues, such as the
+// nats module's Client.Fleet.
 //
 // A run ID that is not a number, or names no run the page holds, is a 404.
 // The page only reads: any method but GET and HEAD is refused with 405,
