@@ -162,7 +162,7 @@ func StreamSeq[T any](ctx context.Context, tasks iter.Seq[Task[T]], opts ...Opti
 	return func(yield func(Result[T]) bool) {
 		src := lazySource(tasks)
 		r := newRun(ctx, cfg, src, -1)
-		src.start(r.pulling, r.fail)
+		src.start(max(r.workerCount(), 1), r.pulling, r.fail)
 		defer src.raise()
 		defer src.close()
 		r.stream(yield)
@@ -249,7 +249,7 @@ func GatherSeq[T, R any](ctx context.Context, tasks iter.Seq[Task[T]], agg Aggre
 	src := lazySource(tasks)
 	r := newRun(ctx, cfg, src, -1)
 	defer r.end()
-	src.start(r.pulling, r.fail)
+	src.start(max(r.workerCount(), 1), r.pulling, r.fail)
 	r.fold = agg.Add
 	r.runWorkers()
 	src.close()

@@ -71,13 +71,17 @@ func (s *sliceTasks[T]) claim(context.Context) (Task[T], int, bool) {
 // when the run stops, even while the iterator blocks (in a channel
 // receive, say), and a panic or Goexit in the iterator happens where
 // fanout can catch it.
+//
+// A worker asks on ask and takes the next task pulled from reply: any
+// worker may take any task, as each ask is answered once. Both channels
+// hold one message per worker, so neither side ever blocks on a send, and
+// a worker waits in a single select.
 type lazyTasks[T any] struct {
 	seq      iter.Seq[Task[T]]
 	more     func() bool     // whether the run still wants tasks
 	fail     func(err error) // stops the run when the iterator panics
-	ask      chan struct{}   // a worker wants a task
-	reply    chan pulled[T]  // and gets it here
-	done     chan struct{}   // closed when the run is over
+	ask      chan struct{}   // a worker wants a task; closed when the run is over
+	reply    chan pulled[T]  // and gets one here
 	exited   chan struct{}   // closed when the puller stops pulling
 	fault    error           // the iterator's panic or Goexit, set before exited closes
 	goexit   bool            // fault is a Goexit
@@ -95,62 +99,62 @@ type pulled[T any] struct {
 }
 
 func lazySource[T any](seq iter.Seq[Task[T]]) *lazyTasks[T] {
-	return &lazyTasks[T]{seq: seq, ask: make(chan struct{}), reply: make(chan pulled[T]),
-		done: make(chan struct{}), exited: make(chan struct{})}
+	return &lazyTasks[T]{seq: seq, exited: make(chan struct{})}
 }
 
-// start pulls for run r until the iterator ends, r wants no more, or
-// close is called.
-func (s *lazyTasks[T]) start(more func() bool, fail func(error)) {
+// start pulls for run r, with at most workers workers asking at once,
+// until the iterator ends, r wants no more, or close is called.
+func (s *lazyTasks[T]) start(workers int, more func() bool, fail func(error)) {
 	s.more, s.fail = more, fail
+	s.ask, s.reply = make(chan struct{}, workers), make(chan pulled[T], workers)
 	go s.pull() // joined in close, unless the iterator blocks
 }
 
 func (s *lazyTasks[T]) claim(ctx context.Context) (Task[T], int, bool) {
-	select {
-	case s.ask <- struct{}{}:
-	case <-s.exited:
-		return Task[T]{}, 0, false
-	case <-ctx.Done():
-		return Task[T]{}, 0, false
-	}
+	s.ask <- struct{}{}
 	select {
 	case p := <-s.reply:
 		return p.t, p.index, p.ok
 	case <-s.exited:
+		select { // a task pulled just before the end is still to run
+		case p := <-s.reply:
+			return p.t, p.index, p.ok
+		default:
+		}
 	case <-ctx.Done(): // the pull, if any, is abandoned with its task
 	}
 	return Task[T]{}, 0, false
 }
 
+// pull ranges over the iterator, resuming it only once a worker has
+// asked for the next task: nothing is pulled ahead.
 func (s *lazyTasks[T]) pull() {
-	next, stop := iter.Pull(s.seq)
 	defer close(s.exited)
-	defer stop()
 	defer s.recoverPull()
-	for index := 0; ; index++ {
-		select {
-		case <-s.ask:
-		case <-s.done:
-			s.returned = true
-			return
+	index := 0
+	if s.await() {
+		for t := range s.seq {
+			if !s.leave() {
+				break
+			}
+			s.reply <- pulled[T]{t: t, index: index, ok: true}
+			index++
+			if !s.await() {
+				break
+			}
 		}
-		if !s.more() || !s.enter() {
-			s.returned = true
-			return
-		}
-		t, ok := next()
-		if !s.leave() || !ok {
-			s.returned = true
-			return
-		}
-		select {
-		case s.reply <- pulled[T]{t: t, index: index, ok: true}:
-		case <-s.done:
-			s.returned = true
-			return
-		}
+		s.leave()
 	}
+	s.returned = true
+}
+
+// await waits for a worker's ask, then marks the puller as inside the
+// iterator, unless the run is over or wants no more tasks.
+func (s *lazyTasks[T]) await() bool {
+	if _, ok := <-s.ask; !ok {
+		return false
+	}
+	return s.more() && s.enter()
 }
 
 // enter marks the puller as inside the iterator, unless the run is over.
@@ -194,7 +198,7 @@ func (s *lazyTasks[T]) close() {
 	s.closed = true
 	busy := s.busy
 	s.mu.Unlock()
-	close(s.done)
+	close(s.ask)
 	if !busy {
 		<-s.exited
 	}
