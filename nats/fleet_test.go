@@ -113,12 +113,12 @@ func TestFleetShowsEachWorkersSlotsInUseAndTheBatchRunningAndQueued(t *testing.T
 		}
 	}, 10*time.Second, 10*time.Millisecond)
 	f := c.Fleet()
-	two3, _ := worker(f, "two")
-	three3, _ := worker(f, "three")
-	assert.Equal(t, int64(8), two3.Stats.Succeeded+three3.Stats.Succeeded)
+	twoSeen, _ := worker(f, "two")
+	threeSeen, _ := worker(f, "three")
+	assert.Equal(t, int64(8), twoSeen.Stats.Succeeded+threeSeen.Stats.Succeeded)
 	assert.Equal(t, c.Stats(), f.Stats)
 	assert.Equal(t, int64(8), f.Stats.Replies)
-	assert.WithinDuration(t, time.Now(), two3.Seen, time.Second)
+	assert.WithinDuration(t, time.Now(), twoSeen.Seen, time.Second)
 }
 
 func TestFleetDropsAWorkerThatSaysGoodbye(t *testing.T) {
@@ -235,7 +235,7 @@ func TestStatusIntervalOptions(t *testing.T) {
 	}
 
 	t.Run("0 turns a worker's reports off", func(t *testing.T) {
-		any, err := nc.SubscribeSync("fanout.*.>")
+		published, err := nc.SubscribeSync("fanout.*.>")
 		require.NoError(t, err)
 		require.NoError(t, nc.Flush())
 		c := e.client()
@@ -246,7 +246,7 @@ func TestStatusIntervalOptions(t *testing.T) {
 		_, err = fanout.Run(context.Background(), echoTasks(c, "k"))
 		require.NoError(t, err)
 		require.NoError(t, nc.Flush())
-		for m, err := any.NextMsg(0); err == nil; m, err = any.NextMsg(0) {
+		for m, err := published.NextMsg(0); err == nil; m, err = published.NextMsg(0) {
 			assert.NotRegexp(t, `^fanout\.(status|running)\.`, m.Subject)
 		}
 		assert.Empty(t, c.Fleet().Workers)
