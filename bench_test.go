@@ -231,6 +231,10 @@ var errLoopTimeout = errors.New("bench: task timeout")
 // against. shape=pool is BenchmarkFloor's worker pool, the same
 // concurrency as Run; shape=sequential is one goroutine and a for loop.
 // The parent is the same context.Background() that RunTaskTimeout gets.
+// shape=cancellable is the pool with each worker's tasks under a
+// context.WithCancel of its own, as in any loop that can be stopped (and
+// as in Run): each timeout context then joins its parent's children and
+// leaves them when cancelled.
 func BenchmarkTimeoutLoop(b *testing.B) {
 	call := func(parent context.Context, t fanout.Task[int]) (int, error) {
 		ctx, cancel := context.WithTimeoutCause(parent, time.Minute, errLoopTimeout)
@@ -238,7 +242,7 @@ func BenchmarkTimeoutLoop(b *testing.B) {
 		cancel()
 		return v, err
 	}
-	for _, shape := range []string{"pool", "sequential"} {
+	for _, shape := range []string{"pool", "cancellable", "sequential"} {
 		for _, n := range sizes {
 			b.Run(fmt.Sprint("shape=", shape, "/n=", n), func(b *testing.B) {
 				tasks := benchTasks(n)
@@ -257,6 +261,12 @@ func BenchmarkTimeoutLoop(b *testing.B) {
 					var wg sync.WaitGroup
 					for range benchLimit {
 						wg.Go(func() {
+							ctx := ctx
+							if shape == "cancellable" {
+								var stop context.CancelFunc
+								ctx, stop = context.WithCancel(ctx)
+								defer stop()
+							}
 							for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
 								vals[i], errs[i] = call(ctx, tasks[i])
 							}
