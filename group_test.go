@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -428,4 +429,60 @@ func TestGatherGroupAggregatorPanics(t *testing.T) {
 		assert.Less(t, time.Since(time.Unix(946684800, 0)), 2*time.Second, "the tasks still running were cancelled")
 		assert.ErrorIs(t, g.Go("late", func(context.Context) (int, error) { return 0, nil }), fanout.ErrGroupDone)
 	})
+}
+
+// TestGroupGoRacesWait adds tasks from goroutines outside the group while
+// Wait runs: each Go either lands, and its key has exactly one Result
+// that ran, or fails with ErrGroupDone and its task never runs.
+func TestGroupGoRacesWait(t *testing.T) {
+	for round := range 50 {
+		opts := [][]fanout.Option{
+			{fanout.WithLimit(2)},
+			{},
+			{fanout.WithLimit(1), fanout.WithTaskTimeout(time.Second)},
+		}[round%3]
+		g, err := fanout.NewGroup[int](context.Background(), opts...)
+		require.NoError(t, err)
+		var ran sync.Map // keys whose Do ran
+		const adders, each = 4, 50
+		accepted := make([][]string, adders)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for a := range adders {
+			wg.Go(func() {
+				<-start
+				for i := range each {
+					key := fmt.Sprintf("a%d-%d", a, i)
+					err := g.Go(key, func(context.Context) (int, error) {
+						ran.Store(key, true)
+						return i, nil
+					})
+					if errors.Is(err, fanout.ErrGroupDone) {
+						return // the group is done: so is every later Go
+					}
+					require.NoError(t, err)
+					accepted[a] = append(accepted[a], key)
+				}
+			})
+		}
+		require.NoError(t, g.Go("first", func(context.Context) (int, error) { return 0, nil }))
+		close(start)
+		rs, err := g.Wait()
+		wg.Wait()
+		require.NoError(t, err)
+		want := 1
+		for a := range adders {
+			for _, key := range accepted[a] {
+				_, err := rs.Value(key)
+				require.NoError(t, err, "round %d: accepted key %s has no Result", round, key)
+				_, ok := ran.Load(key)
+				require.True(t, ok, "round %d: accepted key %s never ran", round, key)
+			}
+			want += len(accepted[a])
+		}
+		require.Equal(t, want, rs.Len(), "round %d: one Result per accepted key, no more", round)
+		n := 0
+		ran.Range(func(any, any) bool { n++; return true })
+		require.Equal(t, want-1, n, "round %d: only accepted tasks ran", round)
+	}
 }
