@@ -2,8 +2,10 @@ package fanoutanthropic_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -319,32 +321,48 @@ func budgetNames(bs []fanoutanthropic.Budget) []string {
 
 // TestLimitsKeepCallsWithinTheBudget runs a fan-out bigger than the
 // fake's token budget through Limits, in real time: the calls wait for
-// the budget instead of being refused.
+// the budget instead of being refused, whether one run makes them or two
+// runs at once share the Limits, as its doc asks of runs that spend one
+// API key's budget.
 func TestLimitsKeepCallsWithinTheBudget(t *testing.T) {
-	f := newFakeAPI()
-	defer f.Close()
-	f.tokens = newBucket(2_000, 500*time.Millisecond)
-	f.latency = func(string, int) time.Duration { return 10 * time.Millisecond }
-	client := f.client()
-	limits := &fanoutanthropic.Limits{}
+	for _, runs := range []int{1, 2} {
+		t.Run(fmt.Sprint("runs=", runs), func(t *testing.T) {
+			f := newFakeAPI()
+			defer f.Close()
+			f.tokens = newBucket(2_000, 500*time.Millisecond)
+			f.latency = func(string, int) time.Duration { return 10 * time.Millisecond }
+			client := f.client()
+			limits := &fanoutanthropic.Limits{}
 
-	var tasks []fanout.Task[*anthropic.Message]
-	for i := range 24 {
-		params := ask("k"+strconv.Itoa(i), 480)
-		tasks = append(tasks, fanout.Task[*anthropic.Message]{Key: "k" + strconv.Itoa(i), Tokens: 500,
-			Do: fanoutanthropic.Message(client, params, fanoutanthropic.WithLimits(limits))})
+			tasks := make([][]fanout.Task[*anthropic.Message], runs)
+			for i := range 24 {
+				key := "k" + strconv.Itoa(i)
+				tasks[i%runs] = append(tasks[i%runs], fanout.Task[*anthropic.Message]{Key: key, Tokens: 500,
+					Do: fanoutanthropic.Message(client, ask(key, 480), fanoutanthropic.WithLimits(limits))})
+			}
+			start := time.Now()
+			var wg sync.WaitGroup
+			succeeded := make([]int, runs)
+			for r := range runs {
+				wg.Go(func() {
+					rs, err := fanout.Run(t.Context(), tasks[r], fanout.WithRateLimit(limits),
+						fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 4}))
+					assert.NoError(t, err)
+					succeeded[r] = rs.Succeeded()
+				})
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			hits, tooMany, _ := f.count()
+			t.Logf("24 calls in %d runs, %v: %d hits, %d 429s", runs, elapsed, hits, tooMany)
+			for r := range runs {
+				assert.Equal(t, 24/runs, succeeded[r], "run %d", r)
+			}
+			assert.LessOrEqual(t, tooMany, 1)
+			// 12 000 tokens through a bucket of 2 000 refilled at 4 000 a
+			// second take 2.5 s at the least.
+			assert.GreaterOrEqual(t, elapsed, 2500*time.Millisecond)
+			assert.Less(t, elapsed, 5*time.Second)
+		})
 	}
-	start := time.Now()
-	rs, err := fanout.Run(t.Context(), tasks, fanout.WithRateLimit(limits),
-		fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 4}))
-	require.NoError(t, err)
-	elapsed := time.Since(start)
-	hits, tooMany, _ := f.count()
-	t.Logf("%d calls in %v: %d hits, %d 429s", rs.Len(), elapsed, hits, tooMany)
-	assert.Equal(t, 24, rs.Succeeded())
-	assert.LessOrEqual(t, tooMany, 1)
-	// 12 000 tokens through a bucket of 2 000 refilled at 4 000 a second
-	// take 2.5 s at the least.
-	assert.GreaterOrEqual(t, elapsed, 2500*time.Millisecond)
-	assert.Less(t, elapsed, 5*time.Second)
 }
