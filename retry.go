@@ -60,7 +60,9 @@ type RetryPolicy struct {
 // schedule. With or without WithRetry, such an error also pauses the run's
 // [Throttle] limiters for everyone for that delay, unless it is longer
 // than MaxWait (30 s without WithRetry): then the task gives up instead
-// and nobody pauses.
+// and nobody pauses. A task waiting to retry keeps its place under
+// WithLimit, WithSemaphore and WithResourceLimit, as errgroup's Go would:
+// a wait slows the run down rather than letting another task start.
 func WithRetry(p RetryPolicy) Option {
 	return func(c *config) {
 		switch {

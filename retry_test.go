@@ -327,3 +327,40 @@ func TestRetryAgainstHTTPServer(t *testing.T) {
 	}
 	assert.Equal(t, int32(3), hits.Load())
 }
+
+// TestRetryWaitKeepsTheSlot: a task waiting to retry still counts under
+// each concurrency bound, so the next task starts only once it has ended.
+func TestRetryWaitKeepsTheSlot(t *testing.T) {
+	bounds := map[string]func() []fanout.Option{
+		"WithLimit":         func() []fanout.Option { return []fanout.Option{fanout.WithLimit(1)} },
+		"WithSemaphore":     func() []fanout.Option { return []fanout.Option{fanout.WithSemaphore(fanout.NewSemaphore(1))} },
+		"WithResourceLimit": func() []fanout.Option { return []fanout.Option{fanout.WithResourceLimit(1)} },
+	}
+	for name, opts := range bounds {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				start := time.Now()
+				var tries int
+				var bStarted time.Duration
+				tasks := []fanout.Task[int]{
+					{Key: "a", Resource: "api", Do: func(context.Context) (int, error) {
+						if tries++; tries == 1 {
+							return 0, errors.New("flaky")
+						}
+						return 1, nil
+					}},
+					{Key: "b", Resource: "api", Do: func(context.Context) (int, error) {
+						bStarted = time.Since(start)
+						return 2, nil
+					}},
+				}
+				policy := fanout.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Second, Jitter: -1}
+				rs, err := fanout.Run(t.Context(), tasks, append(opts(), fanout.WithRetry(policy))...)
+				require.NoError(t, err)
+				a, _ := rs.Get("a")
+				assert.Equal(t, 2, a.Attempts)
+				assert.Equal(t, time.Second, bStarted, "b waited for a's retry")
+			})
+		})
+	}
+}
