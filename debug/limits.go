@@ -168,7 +168,9 @@ func (f fleetSource) view() (v FleetView) {
 	v.Name = f.name
 	defer func() {
 		if r := recover(); r != nil {
-			v.Fleet, v.Error = Fleet{}, clip(fmt.Sprintf("fanoutdebug: fleet report panicked: %v", r))
+			// Empty lists, not nil ones: the page's script maps over them.
+			v.Fleet = Fleet{Workers: []FleetWorker{}, Batches: []FleetBatch{}}
+			v.Error = clip(fmt.Sprintf("fanoutdebug: fleet report panicked: %v", r))
 		}
 	}()
 	v.Fleet = f.report()
