@@ -1,6 +1,7 @@
 package fanoutdebug
 
 import (
+	"math"
 	"time"
 
 	"github.com/gofanout/fanout"
@@ -65,13 +66,20 @@ type Run struct {
 	NestedRuns    int `json:"nested_runs"`
 }
 
-// Cost is fanout.Cost with JSON names.
+// Cost is fanout.Cost with JSON names. Cents that are not a finite number
+// (a task that spent NaN or an infinity) count as 0, since JSON has no
+// such number and one would stop the page.
 type Cost struct {
 	Tokens int64   `json:"tokens"`
 	Cents  float64 `json:"cents"`
 }
 
-func costOf(c fanout.Cost) Cost { return Cost{Tokens: c.Tokens, Cents: c.Cents} }
+func costOf(c fanout.Cost) Cost {
+	if math.IsNaN(c.Cents) || math.IsInf(c.Cents, 0) {
+		c.Cents = 0
+	}
+	return Cost{Tokens: c.Tokens, Cents: c.Cents}
+}
 
 // RunDetail is a run's page: its totals and what its keys are doing.
 type RunDetail struct {
