@@ -32,7 +32,8 @@ type shown struct {
 
 // ShowSemaphore shows s under name among the shared limits: its slots in
 // use and its capacity. Showing another value under the same name replaces
-// the first.
+// the first. A limit that panics when read, a nil one say, shows the panic
+// in its note, for ShowLimiter too.
 func (p *Page) ShowSemaphore(name string, s Slots) { p.show(shown{name: name, slots: s}) }
 
 // ShowLimiter shows l under name among the shared limits. A *rate.Limiter
@@ -55,8 +56,16 @@ func (p *Page) show(s shown) {
 	p.limits = append(p.limits, s)
 }
 
-func (s shown) view() Limit {
-	l := Limit{Name: s.name}
+func (s shown) view() (l Limit) {
+	l.Name = s.name
+	// A limit is the caller's code, or a nil one: reading it must not
+	// stop the page.
+	defer func() {
+		if r := recover(); r != nil {
+			l = Limit{Name: s.name, Kind: l.Kind,
+				Note: clip(fmt.Sprintf("fanoutdebug: reading the limit panicked: %v", r))}
+		}
+	}()
 	switch v := s.lim.(type) {
 	case nil:
 		l.Kind, l.InUse, l.Cap = "semaphore", s.slots.InUse(), s.slots.Cap()
