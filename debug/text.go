@@ -1,6 +1,9 @@
 package fanoutdebug
 
-import "unicode/utf8"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // ring keeps the last max values added.
 type ring[T any] struct {
@@ -34,9 +37,12 @@ func (r *ring[T]) newestFirst() []T {
 // maxText caps the keys and error messages the page keeps, in bytes.
 const maxText = 500
 
+// clip returns a copy of s cut to maxText bytes: a copy, since s is often
+// a slice of something much larger (a line of a file, the start of a
+// response body) that the page must not keep.
 func clip(s string) string {
 	if len(s) <= maxText {
-		return s
+		return strings.Clone(s)
 	}
 	cut := maxText
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
