@@ -3,6 +3,7 @@ package fanoutnats
 import (
 	"cmp"
 	"encoding/json"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -197,7 +198,9 @@ func (f *fleetView) snapshot(now time.Time) ([]FleetWorker, map[string]int) {
 			Stats: s.Stats, Seen: h.seen})
 		if h.running.Seq >= s.Seq {
 			for batch, n := range h.running.Batches {
-				running[batch] += n
+				if n > 0 { // a count that wraps around or below zero is no task
+					running[batch] = min(running[batch], math.MaxInt-n) + n
+				}
 			}
 		}
 	}
