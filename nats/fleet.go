@@ -100,7 +100,8 @@ type fleetView struct {
 }
 
 // heardWorker is a worker's last status report, and its last running
-// report, which counts while it is not older than the status report.
+// report, which counts while it goes with the status report (see
+// countsWith).
 type heardWorker struct {
 	status  workerStatus
 	seen    time.Time
@@ -165,8 +166,10 @@ func (f *fleetView) onRunning(m *nats.Msg) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	// A worker not heard of yet: its next reports will tell.
-	if h := f.workers[r.ID]; h != nil && r.Seq >= h.running.Seq {
+	// A worker not heard of yet: its next reports will tell. A worker's
+	// reports arrive in the order it sent them, so the last one read is
+	// its latest, whatever Seq it claims.
+	if h := f.workers[r.ID]; h != nil {
 		h.running = r
 	}
 }
@@ -196,7 +199,7 @@ func (f *fleetView) snapshot(now time.Time) ([]FleetWorker, map[string]int) {
 		s := h.status
 		workers = append(workers, FleetWorker{ID: s.ID, Name: s.Name, Slots: s.Slots, InUse: s.InUse,
 			Stats: s.Stats, Seen: h.seen})
-		if h.running.Seq >= s.Seq {
+		if countsWith(h.running, s) {
 			for batch, n := range h.running.Batches {
 				if n > 0 { // a count that wraps around or below zero is no task
 					running[batch] = min(running[batch], math.MaxInt-n) + n
@@ -208,6 +211,14 @@ func (f *fleetView) snapshot(now time.Time) ([]FleetWorker, map[string]int) {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
 	})
 	return workers, running
+}
+
+// countsWith reports whether r goes with status report s: it has the
+// same Seq, or the next one, sent just before a status report not read
+// yet (the two come on separate subscriptions). One with any other Seq,
+// a forged one from the future say, counts for nothing.
+func countsWith(r runningReport, s workerStatus) bool {
+	return r.Seq == s.Seq || r.Seq == s.Seq+1
 }
 
 // close stops listening for good.
