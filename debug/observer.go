@@ -10,7 +10,8 @@ import (
 // page, under name: the entry point or the job ("classify", "vote",
 // "crawl ingest"), since the page cannot tell which it was. One Observer
 // may watch any number of runs, one after another or at once, nested ones
-// included; each is a run of its own on the page.
+// included; each is a run of its own on the page. Once a run's RunDone
+// has come, its hooks are ignored: a finished run shows its final figures.
 func (p *Page) Observer(name string) *fanout.Observer {
 	o := &observer{p: p, name: clip(name)}
 	return &fanout.Observer{
@@ -42,9 +43,14 @@ type runKey struct{ o *observer }
 // observer of the page (see runStart).
 type parentKey struct{ p *Page }
 
-// run returns the run of ctx, nil if the page does not follow it.
+// run returns the run of ctx, nil if the page does not follow it or it
+// has ended: a hook called after RunDone (by a goroutine a task left
+// behind, say) must not change a run's final figures.
 func (o *observer) run(ctx context.Context) *runState {
 	r, _ := ctx.Value(runKey{o}).(*runState)
+	if r == nil || r.ended.Load() {
+		return nil
+	}
 	return r
 }
 

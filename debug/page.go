@@ -172,8 +172,11 @@ func (p *Page) name(name string) *Name {
 	return n
 }
 
-// finish moves r from the running runs to the finished ones.
+// finish moves r from the running runs to the finished ones, once.
 func (p *Page) finish(r *runState, s fanout.RunSummary) {
+	if !r.ended.CompareAndSwap(false, true) {
+		return
+	}
 	r.end(s)
 	retries := r.retries.Load()
 	r.mu.Lock()

@@ -28,6 +28,7 @@ type runState struct {
 	cents                      atomic.Uint64 // cost, as float64 bits
 	slowFloor                  atomic.Int64  // ns: a key this slow or faster is not among the slowest
 	flights                    *flights
+	ended                      atomic.Bool     // RunDone came: later hooks are ignored
 	parentID                   uint64          // set before the run is shared, then read-only
 	startDone                  <-chan struct{} // the Done of RunStart's context; set as parentID
 
