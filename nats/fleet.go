@@ -141,6 +141,9 @@ func (f *fleetView) onStatus(m *nats.Msg) {
 	if f.closed {
 		return
 	}
+	// A worker's reports arrive in the order it sent them: the last one
+	// read is its latest, whatever Seq it claims, so that a forged one
+	// from the future does not shut the worker's own out.
 	h := f.workers[s.ID]
 	switch {
 	case s.Gone:
@@ -153,8 +156,6 @@ func (f *fleetView) onStatus(m *nats.Msg) {
 		}
 		h = &heardWorker{}
 		f.workers[s.ID] = h
-	case s.Seq < h.status.Seq:
-		return
 	}
 	h.status, h.seen = s, now
 }
