@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -132,7 +133,7 @@ func (f *fleetView) listen(c *Client) {
 
 func (f *fleetView) onStatus(m *nats.Msg) {
 	var s workerStatus
-	if json.Unmarshal(m.Data, &s) != nil || s.ID == "" {
+	if json.Unmarshal(m.Data, &s) != nil || s.ID != subjectWorker(m) {
 		return
 	}
 	now := time.Now()
@@ -162,7 +163,7 @@ func (f *fleetView) onStatus(m *nats.Msg) {
 
 func (f *fleetView) onRunning(m *nats.Msg) {
 	var r runningReport
-	if json.Unmarshal(m.Data, &r) != nil {
+	if json.Unmarshal(m.Data, &r) != nil || r.ID != subjectWorker(m) {
 		return
 	}
 	f.mu.Lock()
@@ -173,6 +174,14 @@ func (f *fleetView) onRunning(m *nats.Msg) {
 	if h := f.workers[r.ID]; h != nil {
 		h.running = r
 	}
+}
+
+// subjectWorker is the worker id a report's subject names, its last
+// token. A report naming another in its body is dropped, so that
+// permissions granting each worker its own subjects keep workers from
+// speaking, or saying goodbye, for each other.
+func subjectWorker(m *nats.Msg) string {
+	return m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 }
 
 // forget drops the workers that missed forgetAfter reports in a row. It
