@@ -192,7 +192,7 @@ func (f *fleetView) forget(now time.Time) {
 		if every <= 0 {
 			every = DefaultStatusInterval
 		}
-		if now.Sub(h.seen) > forgetAfter*every {
+		if now.Sub(h.seen)/forgetAfter > every { // forgetAfter*every may overflow
 			delete(f.workers, id)
 		}
 	}
