@@ -96,7 +96,7 @@ func (c *Client) batchesWaiting(running map[string]int) []FleetBatch {
 type fleetView struct {
 	mu      sync.Mutex
 	closed  bool
-	subs    []*nats.Subscription // nil until listening
+	subs    []*nats.Subscription // nil until listening; status reports first
 	workers map[string]*heardWorker
 }
 
@@ -151,7 +151,7 @@ func (f *fleetView) onStatus(m *nats.Msg) {
 		delete(f.workers, s.ID)
 		return
 	case h == nil:
-		f.forget(now)
+		f.forget(now, 1)
 		if len(f.workers) >= maxFleetWorkers {
 			return
 		}
@@ -184,9 +184,17 @@ func subjectWorker(m *nats.Msg) string {
 	return m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 }
 
-// forget drops the workers that missed forgetAfter reports in a row. It
-// must be called with f.mu held.
-func (f *fleetView) forget(now time.Time) {
+// forget drops the workers that missed forgetAfter reports in a row,
+// unless more status reports than the reading ones wait to be read: the
+// client is late then (a flood of reports, say), not the workers, and a
+// worker whose report waits there must not lose its place to the flood.
+// It must be called with f.mu held.
+func (f *fleetView) forget(now time.Time, reading int) {
+	if len(f.subs) > 0 {
+		if n, _, err := f.subs[0].Pending(); err == nil && n > reading {
+			return
+		}
+	}
 	for id, h := range f.workers {
 		every := h.status.Interval
 		if every <= 0 {
@@ -202,7 +210,7 @@ func (f *fleetView) forget(now time.Time) {
 func (f *fleetView) snapshot(now time.Time) ([]FleetWorker, map[string]int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.forget(now)
+	f.forget(now, 0)
 	workers := make([]FleetWorker, 0, len(f.workers))
 	running := make(map[string]int)
 	for _, h := range f.workers {
