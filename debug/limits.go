@@ -139,8 +139,12 @@ type fleetSource struct {
 
 // ShowFleet shows the fleet that report describes under name: the page
 // calls report each time it is read, so report must be quick and safe for
-// concurrent use. Showing another fleet under the same name replaces the
-// first. This is the hook for a distributed backend. The nats module's
+// concurrent use. The page holds no lock while report runs, so report may
+// call the Page; a report that blocks holds up each read of the overview
+// (Snapshot and /api) until it returns, and nothing else: runs, their
+// hooks and their pages go on. A report that panics shows the panic in
+// place of its fleet. Showing another fleet under the same name replaces
+// the first. This is the hook for a distributed backend. The nats module's
 // Client.Fleet has all of a Fleet: the workers as their status reports
 // describe them, the client's batches queued and running, its counters.
 // Neither module depends on the other, so the mapping is the caller's
