@@ -77,6 +77,32 @@ func (c *Client) Fleet() Fleet {
 	return Fleet{Workers: workers, Batches: c.batchesWaiting(running), Stats: c.Stats()}
 }
 
+// ownBatches keeps, of a running report's batches, those of the client
+// with tasks waiting: a report names every batch of the tenant that the
+// worker runs, or, forged, any number of others, and what the client
+// keeps of it must grow with its own batches only. A batch with nothing
+// waiting as the report is read (a resumed batch adopting a running
+// task, say) counts from the worker's next report.
+func (c *Client) ownBatches(batches map[string]int) map[string]int {
+	own := make(map[string]int)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(batches) <= len(c.waiting) {
+		for id, n := range batches {
+			if c.waiting[id] > 0 {
+				own[id] = n
+			}
+		}
+		return own
+	}
+	for id := range c.waiting {
+		if n, ok := batches[id]; ok {
+			own[id] = n
+		}
+	}
+	return own
+}
+
 // batchesWaiting splits each batch's waiting tasks into those the
 // workers report running and the rest, queued.
 func (c *Client) batchesWaiting(running map[string]int) []FleetBatch {
@@ -121,7 +147,8 @@ func (f *fleetView) listen(c *Client) {
 	if err != nil {
 		return
 	}
-	running, err := c.nc.Subscribe(runningSubject(c.cfg.prefix, c.cfg.tenant, "*"), f.onRunning)
+	running, err := c.nc.Subscribe(runningSubject(c.cfg.prefix, c.cfg.tenant, "*"),
+		func(m *nats.Msg) { f.onRunning(m, c.ownBatches) })
 	if err != nil {
 		_ = status.Unsubscribe()
 		return
@@ -161,11 +188,12 @@ func (f *fleetView) onStatus(m *nats.Msg) {
 	h.status, h.seen = s, now
 }
 
-func (f *fleetView) onRunning(m *nats.Msg) {
+func (f *fleetView) onRunning(m *nats.Msg, own func(map[string]int) map[string]int) {
 	var r runningReport
 	if json.Unmarshal(m.Data, &r) != nil || r.ID != subjectWorker(m) {
 		return
 	}
+	r.Batches = own(r.Batches)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	// A worker not heard of yet: its next reports will tell. A worker's
