@@ -314,3 +314,41 @@ func fetch(ctx context.Context, srv *httptest.Server, path string, v any) bool {
 	defer resp.Body.Close()
 	return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(v) == nil
 }
+
+// A run read as it ends is either still running or finished with its
+// final figures, never finished with figures from before its end.
+func TestARunReadAsItEndsIsConsistent(t *testing.T) {
+	p := fanoutdebug.New(fanoutdebug.WithHistory(1))
+	obs := p.Observer("edge")
+	ctx, stop := context.WithCancel(t.Context())
+	var readers sync.WaitGroup
+	var bad []string
+	var badMu sync.Mutex
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			badMu.Lock()
+			bad = append(bad, fmt.Sprintf(format, args...))
+			badMu.Unlock()
+		}
+	}
+	for range 2 {
+		readers.Go(func() {
+			for ctx.Err() == nil {
+				for _, r := range p.Snapshot().Runs {
+					checkRun(check, r)
+				}
+			}
+		})
+	}
+	tasks := make([]fanout.Task[int], 4)
+	for i := range tasks {
+		tasks[i] = fanout.NewTask(strconv.Itoa(i), func(context.Context) (int, error) { return i, nil })
+	}
+	for range 3000 {
+		_, err := fanout.Run(ctx, tasks, fanout.WithObserver(obs))
+		require.NoError(t, err)
+	}
+	stop()
+	readers.Wait()
+	assert.Empty(t, bad)
+}

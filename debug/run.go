@@ -206,18 +206,18 @@ func (r *runState) nestedEnded() {
 
 // view returns the run's line at now.
 func (r *runState) view(now time.Time) Run {
-	v := Run{
-		ID: r.id, Parent: r.parentID, Name: r.name, Started: r.start,
-		Succeeded: int(r.succeeded.Load()), Failed: int(r.failed.Load()), Skipped: int(r.skipped.Load()),
-		InFlight: r.flights.count(), Attempts: int(r.attempts.Load()), Retries: int(r.retries.Load()),
-		Hedges: int(r.hedges.Load()), LimiterWaitMS: ms(time.Duration(r.waited.Load())), Cost: costOf(r.cost()),
-		ETAMS: -1,
-	}
-	v.Done = v.Succeeded + v.Failed + v.Skipped
+	v := Run{ID: r.id, Parent: r.parentID, Name: r.name, Started: r.start, ETAMS: -1}
+	// Whether the run is running is read first: end stores the final
+	// counters before it says the run is over, so a run read as finished
+	// has them, never counters from before its end.
 	r.mu.Lock()
 	v.Running, v.Tasks, v.ElapsedMS = r.running, r.tasks, ms(r.elapsed)
 	v.NestedRunning, v.NestedRuns = r.nestedNow, r.nestedAll
 	r.mu.Unlock()
+	v.Succeeded, v.Failed, v.Skipped = int(r.succeeded.Load()), int(r.failed.Load()), int(r.skipped.Load())
+	v.InFlight, v.Attempts, v.Retries = r.flights.count(), int(r.attempts.Load()), int(r.retries.Load())
+	v.Hedges, v.LimiterWaitMS, v.Cost = int(r.hedges.Load()), ms(time.Duration(r.waited.Load())), costOf(r.cost())
+	v.Done = v.Succeeded + v.Failed + v.Skipped
 	if v.Running {
 		elapsed := now.Sub(r.start)
 		v.ElapsedMS = ms(elapsed)
