@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"unsafe"
 	"weak"
 
@@ -230,4 +231,29 @@ func TestManyFailingRunsLeaveABoundedHeap(t *testing.T) {
 	// 1 000 runs kept whole would hold 160 MB; the page keeps 50 runs of
 	// at most 20 failures, 10 slowest keys and 20 retries of 500 bytes.
 	assert.Less(t, int64(after)-int64(before), int64(4<<20))
+}
+
+func TestASnapshotListsAtMost200RunningRuns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const running = 250
+		p := fanoutdebug.New(fanoutdebug.WithMaxRuns(1000))
+		obs := p.Observer("crowd")
+		release := make(chan struct{})
+		var runs sync.WaitGroup
+		for range running {
+			runs.Go(func() {
+				_, _ = fanout.Run(context.Background(), []fanout.Task[int]{
+					fanout.NewTask("a", func(context.Context) (int, error) { <-release; return 1, nil }),
+				}, fanout.WithObserver(obs))
+			})
+		}
+		synctest.Wait()
+		s := p.Snapshot()
+		assert.Len(t, s.Runs, 200)
+		assert.Equal(t, running-200, s.Hidden)
+		assert.Zero(t, s.Untracked, "all are followed")
+		assert.Equal(t, uint64(running), s.Runs[0].ID, "the newest first")
+		close(release)
+		runs.Wait()
+	})
 }

@@ -13,12 +13,12 @@ import (
 type Snapshot struct {
 	Now       time.Time `json:"now"`
 	RefreshMS int64     `json:"refresh_ms"` // how often the page polls
-	// Runs lists the running runs, newest first, then the finished ones
-	// still kept, newest first.
+	// Runs lists the running runs, newest first and at most 200, then the
+	// finished ones still kept, newest first.
 	Runs []Run `json:"runs"`
-	// Hidden counts running runs left out of Runs, beyond the first
-	// WithMaxRuns of them; Untracked counts runs never followed because
-	// that many were already running.
+	// Hidden counts running runs left out of Runs, beyond the first 200
+	// of them; Untracked counts runs never followed because WithMaxRuns
+	// were already running.
 	Hidden    int   `json:"hidden"`
 	Untracked int64 `json:"untracked"`
 	// Nested lists the runs started inside another run's tasks (the vote
