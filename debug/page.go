@@ -318,9 +318,11 @@ func (p *Page) lookup(id uint64) *runState {
 	if r := p.running[id]; r != nil {
 		return r
 	}
-	for _, r := range append(p.finished.vals, p.nested.vals...) {
-		if r.id == id {
-			return r
+	for _, vals := range [][]*runState{p.finished.vals, p.nested.vals} {
+		for _, r := range vals {
+			if r.id == id {
+				return r
+			}
 		}
 	}
 	return nil
