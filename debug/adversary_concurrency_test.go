@@ -237,7 +237,7 @@ func TestManyRunsAndHTTPReadersAtOnce(t *testing.T) {
 	var mu sync.Mutex
 	var want fanoutdebug.Name
 	want.Name = "crowd"
-	for n := range 24 {
+	for range 24 {
 		runs.Go(func() {
 			tasks := make([]fanout.Task[int], 60)
 			for i := range tasks {
@@ -256,7 +256,6 @@ func TestManyRunsAndHTTPReadersAtOnce(t *testing.T) {
 			res, _ := fanout.Run(t.Context(), tasks, fanout.WithLimit(6), fanout.WithObserver(obs),
 				fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Microsecond}),
 				fanout.WithHedge(fanout.HedgePolicy{Delay: time.Millisecond}))
-			_ = n
 			mu.Lock()
 			defer mu.Unlock()
 			want.Keys += int64(res.Len())
