@@ -36,43 +36,17 @@ func newCluster(t testing.TB) *cluster {
 	t.Helper()
 	const n = 3
 	c := &cluster{t: t}
-	cports := make([]int, n)
-	for i := range n {
-		cports[i] = freePort(t)
-	}
-	c.routes = make([][]*proxy, n)
-	for i := range n {
-		c.routes[i] = make([]*proxy, n)
-		var routes []*url.URL
-		for j := range n {
-			if j != i {
-				c.routes[i][j] = newProxy(t, fmt.Sprintf("127.0.0.1:%d", cports[j]))
-				routes = append(routes, &url.URL{Scheme: "nats", Host: c.routes[i][j].addr()})
-			}
+	// A port found free can be taken, before its node listens on it, by
+	// the local end of any connection on the machine; then the node never
+	// gets ready. Start again on other ports.
+	var err error
+	for range 3 {
+		if err = c.start(n); err == nil {
+			break
 		}
-		port := freePort(t)
-		c.dirs = append(c.dirs, t.TempDir())
-		c.opts = append(c.opts, func(o *server.Options) {
-			o.ServerName = fmt.Sprintf("n%d", i+1)
-			o.Port = port
-			// Nodes learn each other's routes through the proxies only.
-			o.Cluster = server.ClusterOpts{Name: "fanout-test", Host: "127.0.0.1", Port: cports[i],
-				Advertise: "127.0.0.1:1", PoolSize: -1}
-			o.Routes = routes
-		})
+		t.Logf("cluster: %v; starting again on other ports", err)
 	}
-	c.nodes = make([]*embedded.Server, n)
-	errs := make(chan error, n)
-	for i := range n {
-		go func() {
-			srv, err := embedded.Start(c.dirs[i], c.opts[i])
-			c.nodes[i] = srv
-			errs <- err
-		}()
-	}
-	for range n {
-		require.NoError(t, <-errs)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() {
 		for _, s := range c.nodes {
 			if s != nil {
@@ -96,6 +70,62 @@ func newCluster(t testing.TB) *cluster {
 		return leaders == 1
 	}, 30*time.Second, 20*time.Millisecond, "cluster did not form")
 	return c
+}
+
+// start starts n nodes on ports found free, each routed to the others
+// through proxies.
+func (c *cluster) start(n int) error {
+	c.opts, c.dirs = nil, nil
+	cports := make([]int, n)
+	for i := range n {
+		cports[i] = freePort(c.t)
+	}
+	c.routes = make([][]*proxy, n)
+	for i := range n {
+		c.routes[i] = make([]*proxy, n)
+		var routes []*url.URL
+		for j := range n {
+			if j != i {
+				c.routes[i][j] = newProxy(c.t, fmt.Sprintf("127.0.0.1:%d", cports[j]))
+				routes = append(routes, &url.URL{Scheme: "nats", Host: c.routes[i][j].addr()})
+			}
+		}
+		port := freePort(c.t)
+		c.dirs = append(c.dirs, c.t.TempDir())
+		c.opts = append(c.opts, func(o *server.Options) {
+			o.ServerName = fmt.Sprintf("n%d", i+1)
+			o.Port = port
+			// Nodes learn each other's routes through the proxies only.
+			o.Cluster = server.ClusterOpts{Name: "fanout-test", Host: "127.0.0.1", Port: cports[i],
+				Advertise: "127.0.0.1:1", PoolSize: -1}
+			o.Routes = routes
+		})
+	}
+	c.nodes = make([]*embedded.Server, n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			srv, err := embedded.Start(c.dirs[i], c.opts[i])
+			c.nodes[i] = srv
+			errs <- err
+		}()
+	}
+	var first error
+	for range n {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		for i, s := range c.nodes {
+			if s != nil {
+				s.Close()
+				c.nodes[i] = nil
+			}
+		}
+		return first
+	}
+	return nil
 }
 
 // crash takes node i away as a crash would: its routes are cut first, so
