@@ -152,8 +152,15 @@ type restartable struct {
 
 func newRestartable(t testing.TB, opts ...embedded.Option) *restartable {
 	t.Helper()
-	r := &restartable{port: freePort(t), dir: t.TempDir(), opts: opts}
-	srv, err := embedded.Start(r.dir, r.options()...)
+	r := &restartable{dir: t.TempDir(), opts: opts}
+	var srv *embedded.Server
+	var err error
+	for range 3 { // on other ports if one was taken (see newCluster)
+		r.port = freePort(t)
+		if srv, err = embedded.Start(r.dir, r.options()...); err == nil {
+			break
+		}
+	}
 	require.NoError(t, err)
 	r.env = &env{t: t, srv: srv}
 	t.Cleanup(func() { r.srv.Close() })
