@@ -30,7 +30,10 @@ func (r *run[T]) runTask(w *worker[T], t Task[T], i int, res *Result[T]) {
 		if r.replay(w.ctx, t, res) {
 			return
 		}
-		defer r.record(w.ctx, res)
+		// Recorded by finish, once the key's outcome is final: a task
+		// that panics where fanout cannot catch it, or calls Goexit, has
+		// its error only then.
+		w.unsaved = true
 	}
 	if r.ctx.Err() != nil {
 		res.Err = skipped(context.Cause(r.ctx))

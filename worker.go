@@ -14,6 +14,7 @@ type worker[T any] struct {
 	res     *Result[T]    // the key in hand, nil between keys
 	task    Task[T]       // its task, until the source hears it ended
 	held    bool          // the source has not heard yet
+	unsaved bool          // the journal has yet to record the key in hand
 	step    int           // how far the key in hand has got
 	start   time.Duration // monotime when its task started, 0 before
 	lastEnd time.Duration // monotime when its last task ended, if nothing ran since
@@ -27,6 +28,7 @@ type worker[T any] struct {
 const (
 	stepIdle = iota
 	stepRunning
+	stepRecord
 	stepHooks
 	stepFold
 	stepEmit
@@ -84,10 +86,10 @@ func (r *run[T]) recoverWorker(w *worker[T]) {
 			err = newPanicError(p)
 		}
 		switch w.step {
-		case stepRunning:
+		case stepRunning, stepRecord:
 			var zero T
 			w.res.Value, w.res.Err = zero, err
-			if w.start > 0 {
+			if w.start > 0 && w.step == stepRunning {
 				w.res.Elapsed = monotime() - w.start
 			}
 		case stepFold:
@@ -114,11 +116,18 @@ func (r *run[T]) released(w *worker[T]) {
 	r.rel.release(w.task)
 }
 
-// finish records the key in hand: fail-fast, the observer, the aggregator,
-// the stream. Each step is marked before it runs user code, so that a
-// worker that dies in one resumes with the next.
+// finish records the key in hand: the journal, fail-fast, the observer,
+// the aggregator, the stream. Each step is marked before it runs user
+// code, so that a worker that dies in one resumes with the next.
 func (r *run[T]) finish(w *worker[T]) {
 	res := w.res
+	if w.step < stepRecord {
+		w.step = stepRecord
+		if w.unsaved {
+			w.unsaved = false
+			r.record(w.ctx, res)
+		}
+	}
 	if w.step < stepHooks {
 		w.step = stepHooks
 		if res.Err != nil && r.cfg.failFast && !errors.Is(res.Err, ErrSkipped) {
