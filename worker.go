@@ -77,7 +77,9 @@ func (r *run[T]) runWorker() {
 // called runtime.Goexit or panicked where fanout could not catch it, the
 // key in hand fails with that (or, if its task was done, the aggregator
 // that broke stops the run), the key is delivered, and another worker
-// takes this one's place.
+// takes this one's place. The rest of the key's delivery runs user code
+// too (the journal, the aggregator, hooks), which may fail again: it runs
+// under guard, which survives that, each failure taken in as the first.
 func (r *run[T]) recoverWorker(w *worker[T]) {
 	if !w.done {
 		p := recover()
@@ -85,24 +87,32 @@ func (r *run[T]) recoverWorker(w *worker[T]) {
 		if p != nil {
 			err = newPanicError(p)
 		}
-		switch w.step {
-		case stepRunning, stepRecord:
-			var zero T
-			w.res.Value, w.res.Err = zero, err
-			if w.start > 0 && w.step == stepRunning {
-				w.res.Elapsed = monotime() - w.start
-			}
-		case stepFold:
-			r.fail(err)
-		}
+		r.failStep(w, err)
 		r.released(w)
-		if w.res != nil {
-			r.finish(w)
+		for w.res != nil {
+			if err := guard(func() { r.finish(w) }); err != nil {
+				r.failStep(w, err)
+			}
 		}
 		r.startWorkers(1)
 	}
 	if r.emit != nil && r.live.Add(-1) == 0 {
 		close(r.emit)
+	}
+}
+
+// failStep takes in that the step of the key in hand ended with err, a
+// panic or Goexit.
+func (r *run[T]) failStep(w *worker[T], err error) {
+	switch w.step {
+	case stepRunning, stepRecord:
+		var zero T
+		w.res.Value, w.res.Err = zero, err
+		if w.start > 0 && w.step == stepRunning {
+			w.res.Elapsed = monotime() - w.start
+		}
+	case stepFold:
+		r.fail(err)
 	}
 }
 
