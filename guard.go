@@ -47,22 +47,21 @@ func WithGuard(g Guard) Option {
 	}
 }
 
-// admit passes the run's guards in order, and on a refusal tells those
-// already passed that the attempt never started.
-func (r *run[T]) admit(ctx context.Context, a Admission) ([]func(Outcome), error) {
-	if len(r.cfg.guards) == 0 {
-		return nil, nil
-	}
-	dones := make([]func(Outcome), 0, len(r.cfg.guards))
+// admit passes the run's guards in order, adding the done function of
+// each to dones. On a refusal it tells those already passed that the
+// attempt never started, and empties dones.
+func (r *run[T]) admit(ctx context.Context, a Admission, dones *[]func(Outcome)) error {
+	*dones = make([]func(Outcome), 0, len(r.cfg.guards))
 	for _, g := range r.cfg.guards {
 		done, err := g.Admit(ctx, a)
 		if err != nil {
-			tell(dones, Outcome{Err: err})
-			return nil, err
+			tell(*dones, Outcome{Err: err})
+			*dones = nil
+			return err
 		}
-		dones = append(dones, done)
+		*dones = append(*dones, done)
 	}
-	return dones, nil
+	return nil
 }
 
 // tell calls each done with o, once.

@@ -155,19 +155,36 @@ func (r *run[T]) ready(ctx context.Context, t Task[T], n int, hedge bool) (p pas
 	if err = r.spend.admit(ctx, int64(t.Tokens)); err != nil {
 		return p, err
 	}
-	if p.guards, err = r.admit(ctx, Admission{Key: t.Key, Attempt: n, Hedge: hedge}); err != nil {
+	if len(r.cfg.guards) == 0 {
+		return p, nil
+	}
+	passed := false
+	defer func() {
+		if passed {
+			return
+		}
+		// Refused, or a guard (or a cooldown's Until) panicked or called
+		// Goexit: the attempt never starts. A panic refuses it like any
+		// guard; either way the guards passed hear, and the budget has
+		// its estimate back.
+		if v := recover(); v != nil {
+			err = newPanicError(v)
+		} else if err == nil {
+			err = ErrGoexit
+		}
+		tell(p.guards, Outcome{Err: err})
 		r.spend.done(int64(t.Tokens))
+	}()
+	if err = r.admit(ctx, Admission{Key: t.Key, Attempt: n, Hedge: hedge}, &p.guards); err != nil {
 		return p, err
 	}
-	if len(p.guards) > 0 {
-		// A guard may have made the attempt wait: a cooldown may have
-		// begun meanwhile.
-		if err = r.coolDowns(ctx); err != nil {
-			tell(p.guards, Outcome{Err: err})
-			r.spend.done(int64(t.Tokens))
-		}
+	// A guard may have made the attempt wait: a cooldown may have begun
+	// meanwhile.
+	if err = r.coolDowns(ctx); err != nil {
+		return p, err
 	}
-	return p, err
+	passed = true
+	return p, nil
 }
 
 // notStarted is the error of a key whose next attempt could not start:
@@ -212,6 +229,7 @@ func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo, p pass) (
 	if r.settles {
 		ctx = context.WithValue(ctx, settleKey{}, &settlement{limiters: r.cfg.limiters, tokens: t.Tokens, resource: t.Resource})
 	}
+	err = ErrGoexit // what the guards hear if the call never returns
 	ctx = r.obs.attemptStart(ctx, info)
 	v, err = r.call(ctx, t)
 	if err != nil {
