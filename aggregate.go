@@ -25,11 +25,27 @@ type Aggregator[T, R any] interface {
 	Result(ctx context.Context) (R, error)
 }
 
-// failures collects the errors of failed keys, as Run reports them.
-type failures []error
+// failures collects the errors of failed keys, to join in input order
+// as Run does, whatever order they completed in.
+type failures []failure
 
-func (f *failures) add(key string, err error) { *f = append(*f, &TaskError{Key: key, Err: err}) }
-func (f failures) err() error                 { return errors.Join(f...) }
+type failure struct {
+	index int
+	err   error
+}
+
+func (f *failures) add(index int, key string, err error) {
+	*f = append(*f, failure{index: index, err: &TaskError{Key: key, Err: err}})
+}
+
+func (f failures) err() error {
+	sorted := slices.SortedStableFunc(slices.Values(f), func(a, b failure) int { return cmp.Compare(a.index, b.index) })
+	errs := make([]error, len(sorted))
+	for i, x := range sorted {
+		errs[i] = x.err
+	}
+	return errors.Join(errs...)
+}
 
 // none is the error of an aggregator that saw no success: it joins the
 // failures, or says there were no keys at all.
@@ -41,7 +57,8 @@ func (f failures) none(agg string) error {
 }
 
 // MergeMap returns an Aggregator whose answer maps each key that succeeded
-// to its value. Its error, like Run's, joins the failed keys' errors.
+// to its value. Its error, like Run's, joins the failed keys' errors in
+// input order, whatever order they completed in.
 func MergeMap[T any]() Aggregator[T, map[string]T] {
 	return &mergeMap[T]{values: make(map[string]T)}
 }
@@ -53,7 +70,7 @@ type mergeMap[T any] struct {
 
 func (m *mergeMap[T]) Add(r Result[T]) bool {
 	if r.Err != nil {
-		m.failed.add(r.Key, r.Err)
+		m.failed.add(r.Index, r.Key, r.Err)
 	} else {
 		m.values[r.Key] = r.Value
 	}
@@ -124,7 +141,7 @@ func (f *first[T]) Add(r Result[T]) bool {
 	case r.Err == nil:
 		f.won = &r
 	default:
-		f.failed.add(r.Key, r.Err)
+		f.failed.add(r.Index, r.Key, r.Err)
 	}
 	return f.won != nil
 }
@@ -171,7 +188,7 @@ func (q *quorum[T]) Add(r Result[T]) bool {
 	if r.Err == nil {
 		q.ok = append(q.ok, r)
 	} else {
-		q.failed.add(r.Key, r.Err)
+		q.failed.add(r.Index, r.Key, r.Err)
 	}
 	q.decided = len(q.ok) >= q.k || (q.remaining >= 0 && len(q.ok)+q.remaining < q.k)
 	return q.decided

@@ -91,7 +91,7 @@ func (v *vote[T, V]) Add(r Result[T]) bool {
 		v.remaining -= w
 	}
 	if r.Err != nil {
-		v.failed.add(r.Key, r.Err)
+		v.failed.add(r.Index, r.Key, r.Err)
 	} else {
 		choice := v.pick(r.Value)
 		v.counts[choice] += w
