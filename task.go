@@ -57,6 +57,12 @@ func (r *run[T]) runTask(w *worker[T], t Task[T], i int, res *Result[T]) {
 			defer release()
 		}
 	}
+	if !r.plain && r.spend.exceeded() {
+		// Before TaskStart: a key skipped for a spent budget gets
+		// TaskDone alone, as one skipped for a stopped run does.
+		res.Err = skipped(ErrBudgetExceeded)
+		return
+	}
 	// One clock read per task where nothing runs between two tasks of a
 	// worker but a claim (nanoseconds): the end of one is the start of the
 	// next. Hooks, an aggregator, a stream's consumer or a slot's wait
