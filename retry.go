@@ -36,7 +36,8 @@ type RetryPolicy struct {
 	// means 0.5. A wait the server directed is never shortened: it is
 	// lengthened by a random spread of up to a fifth of itself (at most
 	// 5 s), so that the tasks told to wait together do not all come back
-	// in the same instant. A negative Jitter means no randomness at all.
+	// in the same instant. A negative Jitter means no randomness at all;
+	// above 1, a wait it would make negative is no wait at all.
 	Jitter float64
 	// MaxWait caps a single wait; zero means 30 s. A server-directed delay
 	// longer than MaxWait ends the retries at once: trying sooner than the
@@ -175,10 +176,12 @@ func (p *RetryPolicy) nextWait(b BackOff, err error) (wait time.Duration, server
 		return d, true, d <= p.maxWait()
 	}
 	d := b.NextBackOff()
-	if d < 0 {
+	if d < 0 && p.NewBackOff != nil {
 		return 0, false, false
 	}
-	return min(d, p.maxWait()), false, true
+	// The exponential schedule never stops (MaxAttempts does), but a
+	// Jitter above 1 can draw a wait below zero.
+	return min(max(d, 0), p.maxWait()), false, true
 }
 
 // serverDelay is the delay asked for by the first error in err's chain
