@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/time/rate"
 
 	"github.com/gofanout/fanout"
 )
@@ -289,5 +291,276 @@ func TestUserCodeThatFailsAfterATaskThatCalledGoexit(t *testing.T) {
 		}
 		assert.ElementsMatch(t, []string{"a", "b"}, got)
 		assert.Equal(t, int32(2), done.Load())
+	})
+}
+
+func TestRetryMakesMaxAttemptsWhateverTheJitter(t *testing.T) {
+	// RetryPolicy: MaxAttempts caps the tries; Jitter randomises each wait
+	// by ±Jitter of itself. A wait cannot be negative, so a large Jitter
+	// must not end the retries early.
+	synctest.Test(t, func(t *testing.T) {
+		tasks := make([]fanout.Task[int], 20)
+		for i := range tasks {
+			tasks[i] = failing[int](string(rune('a'+i)), errors.New("flake"))
+		}
+		rs, err := fanout.Run(context.Background(), tasks,
+			fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 5, InitialInterval: time.Second, Jitter: 3}))
+		if err == nil {
+			t.Fatal("every task fails")
+		}
+		if rs == nil {
+			return // refusing such a Jitter up front keeps the promise too
+		}
+		for _, r := range rs.All() {
+			assert.Equal(t, 5, r.Attempts, r.Key)
+		}
+	})
+}
+
+func TestRunSummaryAgreesWithTheResults(t *testing.T) {
+	// Observer: TaskDone once per key with its outcome; RunSummary totals
+	// the run. Checked under many options at once, with tasks that fail,
+	// panic, call Goexit, hang and are slow.
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		tasks := []fanout.Task[int]{
+			value("ok", 1),
+			failing[int]("fail", errors.New("boom")),
+			{Key: "panic", Do: func(context.Context) (int, error) { panic("bug") }},
+			goexitTask("goexit", &calls),
+			{Key: "slow", Tokens: 2, Do: func(ctx context.Context) (int, error) {
+				select {
+				case <-time.After(3 * time.Second):
+					fanout.Spend(ctx, fanout.Cost{Tokens: 2})
+					return 5, nil
+				case <-ctx.Done():
+					return 0, ctx.Err()
+				}
+			}},
+			hanging[int]("hang"),
+			value("late", 7),
+		}
+		var mu sync.Mutex
+		done := map[string]fanout.TaskInfo{}
+		var summary fanout.RunSummary
+		var runsDone int
+		obs := &fanout.Observer{
+			TaskDone: func(_ context.Context, ti fanout.TaskInfo) {
+				mu.Lock()
+				defer mu.Unlock()
+				_, twice := done[ti.Key]
+				assert.False(t, twice, "TaskDone twice for %s", ti.Key)
+				done[ti.Key] = ti
+			},
+			RunDone: func(_ context.Context, s fanout.RunSummary) { mu.Lock(); summary = s; runsDone++; mu.Unlock() },
+		}
+		seq, err := fanout.Stream(context.Background(), tasks, fanout.WithObserver(obs), fanout.WithLimit(3),
+			fanout.WithTaskTimeout(5*time.Second), fanout.WithTimeout(20*time.Second),
+			fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Second}),
+			fanout.WithHedge(fanout.HedgePolicy{Delay: 2 * time.Second, MaxExtra: 1}),
+			fanout.WithBudget(fanout.Cost{Tokens: 100}), fanout.WithOrdered())
+		require.NoError(t, err)
+		var got []fanout.Result[int]
+		for r := range seq {
+			got = append(got, r)
+		}
+		require.Len(t, got, len(tasks))
+		mu.Lock()
+		defer mu.Unlock()
+		assert.Equal(t, 1, runsDone)
+		var want fanout.RunSummary
+		want.Tasks = len(got)
+		for i, r := range got {
+			assert.Equal(t, i, r.Index, "WithOrdered yields in input order")
+			ti, ok := done[r.Key]
+			require.True(t, ok, r.Key)
+			assert.Equal(t, r.Err, ti.Err, r.Key)
+			assert.Equal(t, r.Attempts, ti.Attempts, r.Key)
+			want.Attempts += r.Attempts
+			want.Hedges += r.Hedges
+			switch {
+			case r.Err == nil:
+				want.Succeeded++
+			case errors.Is(r.Err, fanout.ErrSkipped):
+				want.Skipped++
+			default:
+				want.Failed++
+			}
+		}
+		want.Cost, want.Elapsed = summary.Cost, summary.Elapsed
+		assert.Equal(t, want, summary)
+		assert.Equal(t, fanout.Cost{Tokens: 2}, summary.Cost)
+	})
+}
+
+func TestGroupTryGoShedsBeyondTheQueue(t *testing.T) {
+	// WithQueue: TryGo refuses a task beyond n tasks added but not yet
+	// started with ErrQueueFull; Go ignores the bound.
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		block := func(context.Context) (int, error) { <-release; return 1, nil }
+		g, err := fanout.NewGroup[int](context.Background(), fanout.WithLimit(1), fanout.WithQueue(1))
+		require.NoError(t, err)
+		require.NoError(t, g.TryGo("running", block))
+		synctest.Wait()
+		require.NoError(t, g.TryGo("queued", block))
+		assert.ErrorIs(t, g.TryGo("shed", block), fanout.ErrQueueFull)
+		require.NoError(t, g.Go("forced", block))
+		queued, running := g.Len()
+		assert.Equal(t, 2, queued)
+		assert.Equal(t, 1, running)
+		close(release)
+		rs, err := g.Wait()
+		require.NoError(t, err)
+		assert.Equal(t, 3, rs.Len())
+		_, ok := rs.Get("shed")
+		assert.False(t, ok, "a shed task has no Result")
+	})
+}
+
+func TestAnAlreadyCancelledContextSkipsEveryKey(t *testing.T) {
+	// ErrSkipped: a key whose task never started because the run had
+	// already stopped; its error wraps the reason, which is the cause.
+	cause := errors.New("caller gave up")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(cause)
+	var ran atomic.Int32
+	task := func(key string) fanout.Task[int] {
+		return fanout.Task[int]{Key: key, Do: func(context.Context) (int, error) { ran.Add(1); return 1, nil }}
+	}
+	tasks := []fanout.Task[int]{task("a"), task("b")}
+	check := func(t *testing.T, r fanout.Result[int]) {
+		t.Helper()
+		assert.ErrorIs(t, r.Err, fanout.ErrSkipped, r.Key)
+		assert.ErrorIs(t, r.Err, cause, r.Key)
+		assert.Zero(t, r.Attempts, r.Key)
+	}
+	for name, opts := range map[string][]fanout.Option{
+		"plain":         nil,
+		"every option":  {fanout.WithLimit(1), fanout.WithRetry(fanout.RetryPolicy{}), fanout.WithHedge(fanout.HedgePolicy{Delay: time.Second}), fanout.WithTaskTimeout(time.Second), fanout.WithTimeout(time.Minute), fanout.WithFailFast(), fanout.WithObserver(&fanout.Observer{}), fanout.WithBudget(fanout.Cost{Tokens: 10}), fanout.WithRateLimit(rate.NewLimiter(1, 1)), fanout.WithGuard(&outcomeGuard{})},
+		"semaphore":     {fanout.WithSemaphore(fanout.NewSemaphore(1))},
+		"resource caps": {fanout.WithResourceLimit(1)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rs, err := fanout.Run(ctx, tasks, opts...)
+			require.Error(t, err)
+			for _, r := range rs.All() {
+				check(t, r)
+			}
+			seq, err := fanout.Stream(ctx, tasks, opts...)
+			require.NoError(t, err)
+			n := 0
+			for r := range seq {
+				check(t, r)
+				n++
+			}
+			assert.Equal(t, 2, n)
+			all, err := fanout.Gather(ctx, tasks, fanout.Collect(func(_ context.Context, rs []fanout.Result[int]) ([]fanout.Result[int], error) {
+				return rs, nil
+			}), opts...)
+			require.NoError(t, err)
+			require.Len(t, all, 2)
+			for _, r := range all {
+				check(t, r)
+			}
+			_, err = fanout.Call(ctx, task("c").Do, opts...)
+			assert.ErrorIs(t, err, fanout.ErrSkipped)
+			assert.ErrorIs(t, err, cause)
+		})
+	}
+	t.Run("a group", func(t *testing.T) {
+		g, err := fanout.NewGroup[int](ctx, fanout.WithLimit(1))
+		require.NoError(t, err)
+		require.NoError(t, g.Go("a", task("a").Do))
+		rs, err := g.Wait()
+		require.Error(t, err)
+		check(t, rs.All()[0])
+	})
+	assert.Zero(t, ran.Load(), "no task runs")
+}
+
+func TestAConsumerThatPanicsStillStopsAndWaitsForTheTasks(t *testing.T) {
+	// Stream: leaving the loop cancels the tasks still running, with cause
+	// ErrStopped, and waits for them before the loop ends; a panic in the
+	// loop's body leaves it too.
+	synctest.Test(t, func(t *testing.T) {
+		var causes sync.Map
+		var ended atomic.Int32
+		hang := func(key string) fanout.Task[int] {
+			return fanout.Task[int]{Key: key, Do: func(ctx context.Context) (int, error) {
+				defer ended.Add(1)
+				<-ctx.Done()
+				time.Sleep(time.Second) // slow to stop: the loop must wait
+				causes.Store(key, context.Cause(ctx))
+				return 0, ctx.Err()
+			}}
+		}
+		seq, err := fanout.Stream(context.Background(), []fanout.Task[int]{value("a", 1), hang("b"), hang("c")},
+			fanout.WithRetry(fanout.RetryPolicy{}), fanout.WithHedge(fanout.HedgePolicy{Delay: time.Hour}))
+		require.NoError(t, err)
+		assert.PanicsWithValue(t, "consumer bug", func() {
+			for range seq {
+				panic("consumer bug")
+			}
+		})
+		assert.Equal(t, int32(2), ended.Load(), "every task has ended when the loop has")
+		for _, key := range []string{"b", "c"} {
+			cause, _ := causes.Load(key)
+			assert.Equal(t, fanout.ErrStopped, cause, key)
+		}
+	})
+}
+
+func TestBreakingAStreamSeqStopsItsSource(t *testing.T) {
+	// StreamSeq: the source is no longer pulled once the run has stopped;
+	// a source that does not block is stopped (its defers run) before
+	// the loop ends, and leaves no goroutine behind.
+	var stopped atomic.Bool
+	src := func(yield func(fanout.Task[int]) bool) {
+		defer stopped.Store(true)
+		for i := 0; ; i++ {
+			if !yield(value(strconv.Itoa(i), i)) {
+				return
+			}
+		}
+	}
+	seq, err := fanout.StreamSeq(context.Background(), src, fanout.WithLimit(2), fanout.WithOrdered())
+	require.NoError(t, err)
+	n := 0
+	for r := range seq {
+		assert.Equal(t, n, r.Index)
+		if n++; n == 5 {
+			break
+		}
+	}
+	assert.True(t, stopped.Load())
+}
+
+func TestGroupGivesEveryKeyOneResultWhateverItsTasksDo(t *testing.T) {
+	// Group: each key gets one Result, as Run gives; tasks may add tasks.
+	// Tasks that panic or call Goexit, from inside other tasks, under a
+	// limit of 1 and a fail-free aggregator, must not lose a key or a
+	// worker.
+	synctest.Test(t, func(t *testing.T) {
+		g, err := fanout.NewGroup[int](context.Background(), fanout.WithLimit(1), fanout.WithGuard(&outcomeGuard{}))
+		require.NoError(t, err)
+		var calls atomic.Int32
+		require.NoError(t, g.Go("root", func(context.Context) (int, error) {
+			for i := range 3 {
+				require.NoError(t, g.GoTask(goexitTask("exit"+strconv.Itoa(i), &calls)))
+				require.NoError(t, g.Go("panic"+strconv.Itoa(i), func(context.Context) (int, error) { panic("bug") }))
+				require.NoError(t, g.Go("ok"+strconv.Itoa(i), func(context.Context) (int, error) { return i, nil }))
+			}
+			return -1, nil
+		}))
+		sum, err := fanout.GatherGroup(g, fanout.Reduce(0, func(n int, r fanout.Result[int]) int {
+			if r.Err != nil {
+				return n + 100
+			}
+			return n + r.Value + 1
+		}))
+		require.NoError(t, err)
+		assert.Equal(t, 600+0+1+2+3+0, sum)
+		assert.Equal(t, int32(3), calls.Load())
 	})
 }
