@@ -472,10 +472,13 @@ func saysNothing(ctx context.Context, o Outcome) bool {
 		errors.Is(o.Err, ErrRunTimeout) || errors.Is(o.Err, ErrGoexit) || errors.As(o.Err, &panicked)
 }
 
-// neverStarted reports whether o is the outcome the run gives a guard
-// when a guard after it refused the attempt: the refusals of this
-// package's guards are recognised. A refusal by a Guard of the caller's
-// looks like a failure that took no time; see saysNothing.
+// neverStarted reports whether o is the outcome of an attempt that never
+// called Do: one the run reports with Started false and no time taken (a
+// guard after this one, whoever wrote it, or a cooldown refused it), or a
+// refusal by this package's guards, however reported. An outcome with
+// Started false but some Elapsed is taken as a call that ran: that is
+// what a caller who ends guards by hand without setting Started means.
 func neverStarted(o Outcome) bool {
-	return errors.Is(o.Err, ErrCircuitOpen) || errors.Is(o.Err, ErrRetryBudgetExceeded)
+	return !o.Started && o.Elapsed == 0 ||
+		errors.Is(o.Err, ErrCircuitOpen) || errors.Is(o.Err, ErrRetryBudgetExceeded)
 }

@@ -384,3 +384,48 @@ func ExampleNewCircuitBreaker() {
 	// d: attempts 0, circuit open true
 	// open
 }
+
+// TestARefusalByAnotherGuardCountsNeitherWay: a probe that a Guard of the
+// caller's refuses after the breaker admitted it neither closes nor opens
+// the breaker, and a retry a later guard refused is given back to the
+// retry budget.
+func TestARefusalByAnotherGuardCountsNeitherWay(t *testing.T) {
+	refusing := &gatekeeper{refuse: func(fanout.Admission) error { return errors.New("quota: not now") }}
+	synctest.Test(t, func(t *testing.T) {
+		b := fanout.NewCircuitBreaker(fanout.CircuitBreakerConfig{MinFailures: 1, CoolOff: time.Second, Probes: 1})
+		outcomes(t, b, err503)
+		require.Equal(t, fanout.BreakerOpen, b.State())
+		time.Sleep(time.Second)
+		require.Equal(t, fanout.BreakerHalfOpen, b.State())
+		task := []fanout.Task[int]{{Key: "k", Do: func(context.Context) (int, error) { return 1, nil }}}
+		rs, err := fanout.Run(t.Context(), task, fanout.WithGuard(b), fanout.WithGuard(refusing))
+		require.Error(t, err)
+		_, kerr := rs.Value("k")
+		assert.EqualError(t, kerr, "quota: not now")
+		assert.Equal(t, fanout.BreakerHalfOpen, b.State(), "the refused probe did not close it")
+		// The probe's place is free again: a call that succeeds closes it.
+		rs, err = fanout.Run(t.Context(), task, fanout.WithGuard(b))
+		require.NoError(t, err)
+		assert.Equal(t, fanout.BreakerClosed, b.State())
+	})
+	synctest.Test(t, func(t *testing.T) {
+		budget := fanout.NewRetryBudget(0.1, 1)
+		before := budget.Available()
+		var calls atomic.Int32
+		task := []fanout.Task[int]{{Key: "k", Do: func(context.Context) (int, error) {
+			calls.Add(1)
+			return 0, err503
+		}}}
+		refuseRetries := &gatekeeper{refuse: func(a fanout.Admission) error {
+			if a.Attempt > 1 {
+				return errors.New("quota: no retries")
+			}
+			return nil
+		}}
+		policy := fanout.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Millisecond, Jitter: -1}
+		_, err := fanout.Run(t.Context(), task, fanout.WithRetry(policy), fanout.WithGuard(budget), fanout.WithGuard(refuseRetries))
+		require.Error(t, err)
+		assert.Equal(t, int32(1), calls.Load())
+		assert.Equal(t, before, budget.Available(), "the refused retry was given back")
+	})
+}

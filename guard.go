@@ -30,7 +30,10 @@ type Outcome struct {
 	Err     error
 	Elapsed time.Duration
 	// Started is false when the attempt never called Do: a later guard,
-	// or a cooldown that began while it waited, refused it.
+	// or a cooldown that began while it waited, refused it. The run then
+	// reports no Elapsed either, and this package's guards count such an
+	// attempt neither way. Code that ends an admitted attempt itself
+	// should set Started, or a non-zero Elapsed, for a call that ran.
 	Started bool
 }
 
