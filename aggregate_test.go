@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -122,6 +123,24 @@ func TestWeightedVote(t *testing.T) {
 		assert.Equal(t, "B", plain.Winner, "Vote ignores weights")
 		assert.True(t, plain.Decided)
 		assert.Equal(t, 1, plain.Stopped)
+
+		// Over a lazy source the vote never sees the tasks up front: each
+		// Result carries its task's weight.
+		lazy, err := fanout.GatherSeq(context.Background(), slices.Values(tasks), fanout.WeightedVote(parseChoice), fanout.WithLimit(3))
+		require.NoError(t, err)
+		assert.Equal(t, "A", lazy.Winner, "GatherSeq counts the expert's 3 votes")
+		assert.Equal(t, 3.0, lazy.Votes)
+		assert.Equal(t, 5.0, lazy.Total)
+
+		g, err := fanout.NewGroup[string](context.Background())
+		require.NoError(t, err)
+		for _, task := range tasks {
+			require.NoError(t, g.GoTask(task))
+		}
+		grouped, err := fanout.GatherGroup(g, fanout.WeightedVote(parseChoice))
+		require.NoError(t, err)
+		assert.Equal(t, "A", grouped.Winner, "GatherGroup counts the expert's 3 votes")
+		assert.Equal(t, 5.0, grouped.Total)
 	})
 }
 

@@ -32,6 +32,8 @@ type Result[T any] struct {
 	// Replayed is true when the Result came from the run's Journal (see
 	// WithJournal): Do was not called.
 	Replayed bool
+
+	weight float64 // the task's Weight, for WeightedVote over a lazy source
 }
 
 // OK reports whether the task succeeded.

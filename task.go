@@ -19,7 +19,7 @@ import (
 func (r *run[T]) runTask(w *worker[T], t Task[T], i int, res *Result[T]) {
 	// Set fields one by one rather than copy a whole Result, which costs
 	// a bulk write barrier per task.
-	res.Key, res.Index = t.Key, i
+	res.Key, res.Index, res.weight = t.Key, i, t.Weight
 	if r.lazy {
 		if err := validateTask(r.cfg, i, t); err != nil {
 			res.Err = err

@@ -32,8 +32,9 @@ func Vote[T any, V comparable](pick func(T) V) Aggregator[T, Tally[V]] {
 	return &vote[T, V]{pick: pick, counts: make(map[V]float64), first: make(map[V]int), remaining: -1}
 }
 
-// WeightedVote is [Vote] with each key's vote worth its Task.Weight, which
-// it learns from the tasks Gather shows it before the run.
+// WeightedVote is [Vote] with each key's vote worth its Task.Weight:
+// Gather shows it the tasks before the run; over a lazy source
+// ([GatherSeq], [GatherGroup]) each Result carries its task's weight.
 func WeightedVote[T any, V comparable](pick func(T) V) Aggregator[T, Tally[V]] {
 	v := Vote[T, V](pick).(*vote[T, V])
 	v.weighted = true
@@ -53,11 +54,16 @@ type vote[T any, V comparable] struct {
 	stopped   int
 }
 
-func (v *vote[T, V]) weight(index int) float64 {
-	if index < len(v.weights) {
-		return v.weights[index]
+// weight is r's vote: 1, or for WeightedVote its task's Weight, known
+// from Begin or, over a lazy source, carried by r.
+func (v *vote[T, V]) weight(r Result[T]) float64 {
+	switch {
+	case !v.weighted:
+		return 1
+	case r.Index < len(v.weights):
+		return v.weights[r.Index]
 	}
-	return 1
+	return cmp.Or(r.weight, 1)
 }
 
 func (v *vote[T, V]) check(int) error {
@@ -75,9 +81,12 @@ func (v *vote[T, V]) Begin(tasks []Task[T]) {
 			v.weights[i] = cmp.Or(t.Weight, 1)
 		}
 	}
-	v.remaining = 0
-	for i := range tasks {
-		v.remaining += v.weight(i)
+	v.remaining = float64(len(tasks))
+	if v.weighted {
+		v.remaining = 0
+		for _, w := range v.weights {
+			v.remaining += w
+		}
 	}
 }
 
@@ -86,7 +95,7 @@ func (v *vote[T, V]) Add(r Result[T]) bool {
 		v.stopped++
 		return true
 	}
-	w := v.weight(r.Index)
+	w := v.weight(r)
 	if v.remaining >= 0 {
 		v.remaining -= w
 	}
