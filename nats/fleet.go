@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 )
@@ -30,7 +31,7 @@ type Fleet struct {
 // FleetWorker is a worker as its last status report described it.
 type FleetWorker struct {
 	ID    string // one per [Worker] value: a restarted process is a new worker
-	Name  string // see [WithName]
+	Name  string // see [WithName]; the first 256 bytes of it
 	Slots int    // handlers it runs at most ([WithConcurrency])
 	InUse int    // handlers it was running, for any tenant
 	Stats WorkerStats
@@ -48,6 +49,8 @@ type FleetBatch struct {
 // Bounds of what a client keeps of the workers' reports.
 const (
 	maxFleetWorkers = 1000 // workers remembered; more are ignored until some are forgotten
+	maxWorkerName   = 256  // bytes of a worker's name kept; the rest is cut
+	maxWorkerID     = 64   // a longer ID is no worker's: the report is ignored
 	forgetAfter     = 3    // status intervals without a report before a worker is forgotten
 )
 
@@ -160,9 +163,10 @@ func (f *fleetView) listen(c *Client) {
 
 func (f *fleetView) onStatus(m *nats.Msg) {
 	var s workerStatus
-	if json.Unmarshal(m.Data, &s) != nil || s.ID != subjectWorker(m) {
+	if json.Unmarshal(m.Data, &s) != nil || s.ID != subjectWorker(m) || len(s.ID) > maxWorkerID {
 		return
 	}
+	s.Name = clipName(s.Name)
 	now := time.Now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -276,4 +280,17 @@ func (f *fleetView) close() {
 		_ = s.Unsubscribe()
 	}
 	f.subs, f.workers = nil, nil
+}
+
+// clipName returns name cut to maxWorkerName bytes, between characters,
+// as a copy: a slice would keep the whole of a forged report's string.
+func clipName(name string) string {
+	if len(name) <= maxWorkerName {
+		return name
+	}
+	n := maxWorkerName
+	for n > 0 && !utf8.RuneStart(name[n]) {
+		n--
+	}
+	return strings.Clone(name[:n])
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofanout/fanout"
 	fanoutnats "github.com/gofanout/fanout/nats"
@@ -635,4 +636,29 @@ func TestTenantsNeverHearAnotherTenantsBatches(t *testing.T) {
 			spy.wait(t, subject)
 		}
 	})
+}
+
+// TestFleetKeepsAWorkersNameShort: a report with a 512 KiB name costs
+// the client 256 bytes of it, cut between characters, so that a thousand
+// forged workers hold kilobytes each, not half a gigabyte.
+func TestFleetKeepsAWorkersNameShort(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	c.Fleet()
+	f := forger{t, e.conn()}
+	long := "w" + strings.Repeat("é", 1<<18) // 512 KiB, two bytes a character
+	f.status(statusReport{ID: "long", Name: long, Seq: 1, Interval: time.Hour, Slots: 1})
+	f.status(statusReport{ID: "toolongid" + strings.Repeat("x", 64), Name: "ghost", Seq: 1, Interval: time.Hour})
+	f.join(c, "marker") // read after both
+	fl := c.Fleet()
+	require.Len(t, fl.Workers, 2, "the report with a 73-byte ID is no worker's")
+	var got fanoutnats.FleetWorker
+	for _, w := range fl.Workers {
+		if w.ID == "long" {
+			got = w
+		}
+	}
+	assert.Equal(t, 255, len(got.Name), "256 bytes would cut an é in two")
+	assert.True(t, utf8.ValidString(got.Name))
+	assert.True(t, strings.HasPrefix(long, got.Name))
 }
