@@ -3,6 +3,7 @@ package fanoutopenai
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -23,7 +24,10 @@ import (
 // them off (option.WithMaxRetries(0)) and leaves retries to fanout, which
 // also shares the server's waits between tasks.
 //
-// A failed call returns its error through [Classify]. A served call
+// A failed call returns its error through [Classify]; an error status
+// whose body the SDK could not read or parse (a proxy's page, a reset
+// connection) still counts as the API's error, by its status and headers.
+// A served call
 // reports its usage: fanout.Spend with its total tokens, and its cost in
 // cents given [WithPrices]; and fanout.Settle with its total tokens, so
 // that the limiters of fanout.WithRateLimit, charged the task's
@@ -67,8 +71,10 @@ func Response(client openai.Client, params responses.ResponseNewParams, opts ...
 // call makes one request with do, reports what it used and classifies its
 // error.
 func call[T any](ctx context.Context, cfg *config, do func(context.Context, ...option.RequestOption) (T, error), used func(T) usage) (T, error) {
-	v, err := do(ctx, cfg.callOpts...)
+	var x exchange
+	v, err := do(ctx, append(slices.Clip(cfg.callOpts), x.option())...)
 	if err != nil {
+		err = x.apiError(ctx, err)
 		var api *openai.Error
 		if errors.As(err, &api) {
 			fanout.Settle(ctx, 0)
