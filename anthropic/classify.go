@@ -58,7 +58,9 @@ func (e *APIError) Error() string {
 	case e.Type != "":
 		b.WriteString(" " + e.Type)
 	case e.Status != 0:
-		b.WriteString(" " + http.StatusText(e.Status))
+		if text := http.StatusText(e.Status); text != "" { // 529 has none
+			b.WriteString(" " + text)
+		}
 	default:
 		b.WriteString(" error")
 	}
