@@ -3,7 +3,9 @@ package fanoutanthropic
 import (
 	"context"
 	"errors"
+	"net/http"
 	"slices"
+	"time"
 
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
@@ -36,7 +38,8 @@ import (
 // the server may have counted it.
 //
 // With [WithLimits], every response's rate-limit headers feed the [Limits]
-// the run waits on. A bad option makes every call fail with the option's
+// the run waits on. An answer with an error status whose body was cut off
+// is classified by its status and headers all the same. A bad option makes every call fail with the option's
 // error, never retried.
 func Message(client anthropic.Client, params anthropic.MessageNewParams, opts ...Option) func(context.Context) (*anthropic.Message, error) {
 	cfg, err := newConfig(opts)
@@ -47,9 +50,10 @@ func Message(client anthropic.Client, params anthropic.MessageNewParams, opts ..
 	messages := client.Messages
 	requestOpts := cfg.requestOptions()
 	return func(ctx context.Context) (*anthropic.Message, error) {
-		msg, err := messages.New(ctx, params, requestOpts...)
+		last := &lastAnswer{}
+		msg, err := messages.New(ctx, params, last.watch(requestOpts)...)
 		if err != nil {
-			err = Classify(err)
+			err = last.classify(ctx, err)
 			var apiErr *APIError
 			if errors.As(err, &apiErr) {
 				fanout.Settle(ctx, 0)
@@ -71,4 +75,34 @@ func (c *config) requestOptions() []option.RequestOption {
 		opts = append(opts, option.WithMiddleware(c.limits.Middleware()))
 	}
 	return slices.Concat(opts, c.requests)
+}
+
+// lastAnswer remembers the last response of a call. When the body of an
+// error status cannot be read, the SDK returns the read error alone; the
+// status and headers the server sent still say what the answer means.
+type lastAnswer struct{ res *http.Response }
+
+// watch returns opts and a middleware that remembers each response.
+func (a *lastAnswer) watch(opts []option.RequestOption) []option.RequestOption {
+	return append(slices.Clip(opts), option.WithMiddleware(func(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+		res, err := next(req)
+		a.res = res
+		return res, err
+	}))
+}
+
+// classify is Classify, and for an error status whose body could not be
+// read, the *APIError of the status and headers, with the read error as
+// its message. An error of ctx ending stays as it is.
+func (a *lastAnswer) classify(ctx context.Context, err error) error {
+	err = Classify(err)
+	var apiErr *APIError
+	if errors.As(err, &apiErr) || ctx.Err() != nil || a.res == nil || a.res.StatusCode < 400 {
+		return err
+	}
+	res := a.res
+	answered := classify(&anthropic.Error{StatusCode: res.StatusCode, Request: res.Request, Response: res}, time.Now())
+	errors.As(answered, &apiErr)
+	apiErr.Message = shorten(err.Error())
+	return answered
 }
