@@ -87,11 +87,11 @@ func (l *Limits) take(n int) (wake time.Time, err error) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if now.Before(l.paused) {
-		return l.paused, nil
-	}
 	if l.tokens.tooLarge(n) {
 		return time.Time{}, fmt.Errorf("openai: Limits.WaitN(n=%d): more than the server's whole budget of %d tokens", n, l.tokens.limit)
+	}
+	if now.Before(l.paused) {
+		return l.paused, nil
 	}
 	r, t := l.requests.ready(now, 1), l.tokens.ready(now, n)
 	if r.IsZero() && t.IsZero() {
