@@ -65,8 +65,11 @@ func NewLimits() *Limits { return new(Limits) }
 // budgets and in no pause, then takes it from them. It returns at once
 // with an error if n is more than the server's whole token budget, or if
 // the wait would outlast ctx's deadline, and with context.Cause(ctx) if
-// ctx ends first.
+// ctx ends first (an ended ctx takes nothing).
 func (l *Limits) WaitN(ctx context.Context, n int) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
 	for {
 		wake, err := l.take(n)
 		if err != nil || wake.IsZero() {
