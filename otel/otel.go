@@ -52,7 +52,9 @@
 // name of the fan-out, say) to the run span and to every data point.
 //
 // An Observer is safe for concurrent use, and one Observer may watch any
-// number of runs at once, nested ones included.
+// number of runs at once, nested ones included; a run may be given several
+// Observers of this package (one per backend, say), and each traces it in
+// full.
 package fanoutotel
 
 import (
@@ -191,12 +193,13 @@ func newObserver(c config) (*observer, error) {
 	return o, errors.Join(errs[:]...)
 }
 
-// runKey and attemptKey hold this package's state in the contexts the run
+// runKey and attemptKey hold an observer's state in the contexts the run
 // hands back to the hooks, so that another observer's spans in between
-// cannot be mistaken for ours.
+// cannot be mistaken for ours: not even those of another Observer of this
+// package watching the same run, which is why each key names its observer.
 type (
-	runKey     struct{}
-	attemptKey struct{}
+	runKey     struct{ o *observer }
+	attemptKey struct{ o *observer }
 )
 
 // runState is one run's span and the limiter waits not yet claimed by the
@@ -232,8 +235,8 @@ func (s *runState) takeWait(k waitKey) float64 {
 	return secs
 }
 
-func stateOf(ctx context.Context) *runState {
-	s, _ := ctx.Value(runKey{}).(*runState)
+func (o *observer) stateOf(ctx context.Context) *runState {
+	s, _ := ctx.Value(runKey{o}).(*runState)
 	return s
 }
 
@@ -267,11 +270,11 @@ func (o *observer) breakerChanged(ctx context.Context, b fanout.BreakerInfo) {
 func (o *observer) runStart(ctx context.Context, tasks int) context.Context {
 	attrs := append([]attribute.KeyValue{KeyTasks.Int(tasks)}, o.attrs...)
 	ctx, span := o.tracer.Start(ctx, "fanout.run", trace.WithAttributes(attrs...))
-	return context.WithValue(ctx, runKey{}, &runState{span: span, waits: map[waitKey]float64{}})
+	return context.WithValue(ctx, runKey{o}, &runState{span: span, waits: map[waitKey]float64{}})
 }
 
 func (o *observer) runDone(ctx context.Context, s fanout.RunSummary) {
-	st := stateOf(ctx)
+	st := o.stateOf(ctx)
 	if st == nil {
 		return
 	}
@@ -285,13 +288,13 @@ func (o *observer) runDone(ctx context.Context, s fanout.RunSummary) {
 
 func (o *observer) attemptStart(ctx context.Context, a fanout.AttemptInfo) context.Context {
 	var wait float64
-	if st := stateOf(ctx); st != nil {
+	if st := o.stateOf(ctx); st != nil {
 		wait = st.takeWait(waitKey{a.Key, a.Attempt, a.Hedge})
 	}
 	ctx, span := o.tracer.Start(ctx, "fanout.attempt", trace.WithAttributes(
 		KeyKey.String(a.Key), KeyAttempt.Int(a.Attempt), KeyHedge.Bool(a.Hedge), KeyLimiterWait.Float64(wait)))
 	o.inFlight.Add(ctx, 1, o.set)
-	return context.WithValue(ctx, attemptKey{}, span)
+	return context.WithValue(ctx, attemptKey{o}, span)
 }
 
 func (o *observer) attemptDone(ctx context.Context, a fanout.AttemptInfo) {
@@ -299,7 +302,7 @@ func (o *observer) attemptDone(ctx context.Context, a fanout.AttemptInfo) {
 	outcome := attemptOutcome(ctx, a.Err)
 	o.duration.Record(ctx, a.Elapsed.Seconds(), o.set,
 		metric.WithAttributes(KeyOutcome.String(outcome), KeyHedge.Bool(a.Hedge)))
-	span, ok := ctx.Value(attemptKey{}).(trace.Span)
+	span, ok := ctx.Value(attemptKey{o}).(trace.Span)
 	if !ok {
 		return
 	}
@@ -330,14 +333,14 @@ func attemptOutcome(ctx context.Context, err error) string {
 
 func (o *observer) waited(ctx context.Context, w fanout.WaitInfo) {
 	o.limiterWait.Record(ctx, w.Wait.Seconds(), o.set)
-	if st := stateOf(ctx); st != nil && w.Err == nil {
+	if st := o.stateOf(ctx); st != nil && w.Err == nil {
 		st.putWait(waitKey{w.Key, w.Attempt, w.Hedge}, w.Wait.Seconds())
 	}
 }
 
 func (o *observer) retry(ctx context.Context, r fanout.RetryInfo) {
 	o.retries.Add(ctx, 1, o.set)
-	if st := stateOf(ctx); st != nil {
+	if st := o.stateOf(ctx); st != nil {
 		attrs := []attribute.KeyValue{KeyKey.String(r.Key), KeyAttempt.Int(r.Attempt), KeyWait.Float64(r.Wait.Seconds())}
 		if r.Err != nil {
 			attrs = append(attrs, attribute.String("exception.message", r.Err.Error()))
@@ -348,7 +351,7 @@ func (o *observer) retry(ctx context.Context, r fanout.RetryInfo) {
 
 func (o *observer) hedge(ctx context.Context, h fanout.HedgeInfo) {
 	o.hedges.Add(ctx, 1, o.set)
-	if st := stateOf(ctx); st != nil {
+	if st := o.stateOf(ctx); st != nil {
 		st.span.AddEvent("fanout.hedge", trace.WithAttributes(
 			KeyKey.String(h.Key), KeyAttempt.Int(h.Attempt), KeyAfter.Float64(h.After.Seconds())))
 	}
@@ -356,7 +359,7 @@ func (o *observer) hedge(ctx context.Context, h fanout.HedgeInfo) {
 
 func (o *observer) taskDone(ctx context.Context, t fanout.TaskInfo) {
 	outcome := taskOutcome(t)
-	if st := stateOf(ctx); st != nil && outcome == OutcomeError {
+	if st := o.stateOf(ctx); st != nil && outcome == OutcomeError {
 		st.failed.Add(1)
 	}
 	o.tasks.Add(ctx, 1, o.set, metric.WithAttributes(KeyOutcome.String(outcome)))
