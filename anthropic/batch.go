@@ -55,11 +55,15 @@ var (
 // batch's keys, never the other batches'.
 //
 // Bad input (an empty or duplicate key, a request too large for a batch,
-// a bad option) is an error before any request, with nil Results.
+// a bad option, a zero anthropic.Client) is an error before any request,
+// with nil Results.
 // Otherwise the error is nil if every key succeeded, and otherwise joins
 // the failed keys' errors, as fanout.Run's does.
 func RunBatch(ctx context.Context, client anthropic.Client, reqs []BatchRequest, opts ...Option) (*fanout.Results[*anthropic.Message], error) {
 	cfg, err := newConfig(opts)
+	if len(client.Messages.Batches.Options) == 0 {
+		err = errors.Join(errZeroClient, err)
+	}
 	if err != nil {
 		return nil, err
 	}

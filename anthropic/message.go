@@ -39,10 +39,15 @@ import (
 //
 // With [WithLimits], every response's rate-limit headers feed the [Limits]
 // the run waits on. An answer with an error status whose body was cut off
-// is classified by its status and headers all the same. A bad option makes every call fail with the option's
-// error, never retried.
+// is classified by its status and headers all the same. A bad option, or
+// a zero anthropic.Client (one not made by anthropic.NewClient), makes
+// every call fail with an error saying so, before any request, never
+// retried.
 func Message(client anthropic.Client, params anthropic.MessageNewParams, opts ...Option) func(context.Context) (*anthropic.Message, error) {
 	cfg, err := newConfig(opts)
+	if len(client.Messages.Options) == 0 {
+		err = errors.Join(errZeroClient, err)
+	}
 	if err != nil {
 		err = backoff.Permanent(err)
 		return func(context.Context) (*anthropic.Message, error) { return nil, err }

@@ -48,6 +48,11 @@ func newConfig(opts []Option) (*config, error) {
 	return c, errors.Join(c.errs...)
 }
 
+// errZeroClient is the error of a client made without anthropic.NewClient,
+// which has no base URL, no key and no HTTP client: every request would
+// fail, so none is made.
+var errZeroClient = errors.New("fanoutanthropic: the client has no options: make it with anthropic.NewClient")
+
 func (c *config) invalid(format string, args ...any) {
 	c.errs = append(c.errs, fmt.Errorf("fanoutanthropic: "+format, args...))
 }
