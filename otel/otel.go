@@ -61,7 +61,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
@@ -202,37 +201,10 @@ type (
 	attemptKey struct{ o *observer }
 )
 
-// runState is one run's span and the limiter waits not yet claimed by the
-// attempt they preceded.
+// runState is one run's span and what it counts.
 type runState struct {
 	span   trace.Span
 	failed atomic.Int64 // keys with outcome "error"
-	mu     sync.Mutex
-	waits  map[waitKey]float64 // seconds
-}
-
-type waitKey struct {
-	key     string
-	attempt int
-	hedge   bool
-}
-
-// putWait notes a wait before an attempt; the attempt's start takes it.
-// An attempt and its hedged copy each wait once, before their own call.
-func (s *runState) putWait(k waitKey, secs float64) {
-	s.mu.Lock()
-	s.waits[k] = secs
-	s.mu.Unlock()
-}
-
-func (s *runState) takeWait(k waitKey) float64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	secs, ok := s.waits[k]
-	if ok {
-		delete(s.waits, k)
-	}
-	return secs
 }
 
 func (o *observer) stateOf(ctx context.Context) *runState {
@@ -270,7 +242,7 @@ func (o *observer) breakerChanged(ctx context.Context, b fanout.BreakerInfo) {
 func (o *observer) runStart(ctx context.Context, tasks int) context.Context {
 	attrs := append([]attribute.KeyValue{KeyTasks.Int(tasks)}, o.attrs...)
 	ctx, span := o.tracer.Start(ctx, "fanout.run", trace.WithAttributes(attrs...))
-	return context.WithValue(ctx, runKey{o}, &runState{span: span, waits: map[waitKey]float64{}})
+	return context.WithValue(ctx, runKey{o}, &runState{span: span})
 }
 
 func (o *observer) runDone(ctx context.Context, s fanout.RunSummary) {
@@ -287,12 +259,10 @@ func (o *observer) runDone(ctx context.Context, s fanout.RunSummary) {
 }
 
 func (o *observer) attemptStart(ctx context.Context, a fanout.AttemptInfo) context.Context {
-	var wait float64
-	if st := o.stateOf(ctx); st != nil {
-		wait = st.takeWait(waitKey{a.Key, a.Attempt, a.Hedge})
-	}
-	ctx, span := o.tracer.Start(ctx, "fanout.attempt", trace.WithAttributes(
-		KeyKey.String(a.Key), KeyAttempt.Int(a.Attempt), KeyHedge.Bool(a.Hedge), KeyLimiterWait.Float64(wait)))
+	// The attempt's own wait, not one looked up by key: a lazy source's
+	// keys need not be unique.
+	ctx, span := o.tracer.Start(ctx, "fanout.attempt", trace.WithAttributes(KeyKey.String(a.Key),
+		KeyAttempt.Int(a.Attempt), KeyHedge.Bool(a.Hedge), KeyLimiterWait.Float64(a.LimiterWait.Seconds())))
 	o.inFlight.Add(ctx, 1, o.set)
 	return context.WithValue(ctx, attemptKey{o}, span)
 }
@@ -333,9 +303,6 @@ func attemptOutcome(ctx context.Context, err error) string {
 
 func (o *observer) waited(ctx context.Context, w fanout.WaitInfo) {
 	o.limiterWait.Record(ctx, w.Wait.Seconds(), o.set)
-	if st := o.stateOf(ctx); st != nil && w.Err == nil {
-		st.putWait(waitKey{w.Key, w.Attempt, w.Hedge}, w.Wait.Seconds())
-	}
 }
 
 func (o *observer) retry(ctx context.Context, r fanout.RetryInfo) {
