@@ -61,11 +61,12 @@ func (b *batchRun) create(ctx context.Context) (string, error) {
 	wait := b.backOff()
 	opts := append([]option.RequestOption{option.WithMaxRetries(0)}, b.cfg.requests...)
 	for attempt := 1; ; attempt++ {
-		batch, err := b.service.New(ctx, anthropic.MessageBatchNewParams{Requests: b.plan.requests}, opts...)
+		last := &lastAnswer{}
+		batch, err := b.service.New(ctx, anthropic.MessageBatchNewParams{Requests: b.plan.requests}, last.watch(opts)...)
 		if err == nil {
 			return batch.ID, nil
 		}
-		err = Classify(err)
+		err = last.classify(ctx, err)
 		var apiErr *APIError
 		if attempt == createAttempts || !errors.As(err, &apiErr) || !apiErr.Retry {
 			return "", err
@@ -89,12 +90,13 @@ func (b *batchRun) await(ctx context.Context, id string) error {
 		if sleep(ctx, wait.NextBackOff()) != nil {
 			return b.cancel(ctx, id)
 		}
-		batch, err := b.service.Get(ctx, id, anthropic.MessageBatchGetParams{}, b.cfg.requests...)
+		last := &lastAnswer{}
+		batch, err := b.service.Get(ctx, id, anthropic.MessageBatchGetParams{}, last.watch(b.cfg.requests)...)
 		switch {
 		case ctx.Err() != nil:
 			return b.cancel(ctx, id)
 		case err != nil:
-			if err = Classify(err); !fanout.Retryable(err) {
+			if err = last.classify(ctx, err); !fanout.Retryable(err) {
 				return fmt.Errorf("fanoutanthropic: polling batch %s: %w", id, err)
 			}
 		case batch.ProcessingStatus == anthropic.MessageBatchProcessingStatusEnded:
