@@ -31,7 +31,10 @@
 // cancellation). A failed attempt, one past its WithTaskTimeout deadline
 // included, has its error recorded and status Error; a cancelled one has
 // its cause recorded and no Error status, since the failure, if any, is
-// reported where it happened.
+// reported where it happened. A Do that calls runtime.Goexit never
+// returns, yet its span is ended too, as an error ([fanout.ErrGoexit]),
+// once its key is done (a hedged copy's, once the run is), and it leaves
+// fanout.attempts.in_flight.
 //
 // # Metrics
 //
@@ -61,7 +64,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -201,10 +206,52 @@ type (
 	attemptKey struct{ o *observer }
 )
 
-// runState is one run's span and what it counts.
+// runState is one run's span, what it counts, and its attempts under way.
 type runState struct {
 	span   trace.Span
 	failed atomic.Int64 // keys with outcome "error"
+	mu     sync.Mutex
+	open   map[*attempt]struct{}
+}
+
+// attempt is one call of Do under way. A Do that calls runtime.Goexit never
+// returns, so no AttemptDone ends its span: the key's TaskDone does, or
+// else RunDone.
+type attempt struct {
+	span  trace.Span
+	key   string
+	hedge bool
+	start time.Time
+}
+
+func (s *runState) started(a *attempt) {
+	s.mu.Lock()
+	s.open[a] = struct{}{}
+	s.mu.Unlock()
+}
+
+// done reports whether a was still under way, and is no longer.
+func (s *runState) done(a *attempt) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.open[a]
+	delete(s.open, a)
+	return ok
+}
+
+// abandon takes the attempts of key still under way, or all of them if
+// all is set.
+func (s *runState) abandon(key string, all bool) []*attempt {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*attempt
+	for a := range s.open {
+		if all || a.key == key {
+			out = append(out, a)
+			delete(s.open, a)
+		}
+	}
+	return out
 }
 
 func (o *observer) stateOf(ctx context.Context) *runState {
@@ -242,7 +289,7 @@ func (o *observer) breakerChanged(ctx context.Context, b fanout.BreakerInfo) {
 func (o *observer) runStart(ctx context.Context, tasks int) context.Context {
 	attrs := append([]attribute.KeyValue{KeyTasks.Int(tasks)}, o.attrs...)
 	ctx, span := o.tracer.Start(ctx, "fanout.run", trace.WithAttributes(attrs...))
-	return context.WithValue(ctx, runKey{o}, &runState{span: span})
+	return context.WithValue(ctx, runKey{o}, &runState{span: span, open: map[*attempt]struct{}{}})
 }
 
 func (o *observer) runDone(ctx context.Context, s fanout.RunSummary) {
@@ -250,6 +297,7 @@ func (o *observer) runDone(ctx context.Context, s fanout.RunSummary) {
 	if st == nil {
 		return
 	}
+	o.endAbandoned(ctx, st.abandon("", true), fanout.ErrGoexit)
 	st.span.SetAttributes(KeySucceeded.Int(s.Succeeded), KeyFailed.Int(s.Failed), KeySkipped.Int(s.Skipped),
 		KeyAttempts.Int(s.Attempts), KeyHedges.Int(s.Hedges))
 	if failed := st.failed.Load(); failed > 0 {
@@ -264,27 +312,50 @@ func (o *observer) attemptStart(ctx context.Context, a fanout.AttemptInfo) conte
 	ctx, span := o.tracer.Start(ctx, "fanout.attempt", trace.WithAttributes(KeyKey.String(a.Key),
 		KeyAttempt.Int(a.Attempt), KeyHedge.Bool(a.Hedge), KeyLimiterWait.Float64(a.LimiterWait.Seconds())))
 	o.inFlight.Add(ctx, 1, o.set)
-	return context.WithValue(ctx, attemptKey{o}, span)
+	at := &attempt{span: span, key: a.Key, hedge: a.Hedge, start: time.Now()}
+	if st := o.stateOf(ctx); st != nil {
+		st.started(at)
+	}
+	return context.WithValue(ctx, attemptKey{o}, at)
 }
 
 func (o *observer) attemptDone(ctx context.Context, a fanout.AttemptInfo) {
-	o.inFlight.Add(ctx, -1, o.set)
+	at, ok := ctx.Value(attemptKey{o}).(*attempt)
+	if st := o.stateOf(ctx); ok && st != nil && !st.done(at) {
+		return // ended as abandoned already
+	}
 	outcome := attemptOutcome(ctx, a.Err)
-	o.duration.Record(ctx, a.Elapsed.Seconds(), o.set,
-		metric.WithAttributes(KeyOutcome.String(outcome), KeyHedge.Bool(a.Hedge)))
-	span, ok := ctx.Value(attemptKey{o}).(trace.Span)
+	o.attemptEnded(ctx, a.Hedge, a.Elapsed, outcome)
 	if !ok {
 		return
 	}
-	span.SetAttributes(KeyOutcome.String(outcome))
+	at.span.SetAttributes(KeyOutcome.String(outcome))
 	switch outcome {
 	case OutcomeError:
-		span.RecordError(a.Err)
-		span.SetStatus(codes.Error, a.Err.Error())
+		at.span.RecordError(a.Err)
+		at.span.SetStatus(codes.Error, a.Err.Error())
 	case OutcomeCancelled:
-		span.RecordError(a.Err)
+		at.span.RecordError(a.Err)
 	}
-	span.End()
+	at.span.End()
+}
+
+func (o *observer) attemptEnded(ctx context.Context, hedge bool, elapsed time.Duration, outcome string) {
+	o.inFlight.Add(ctx, -1, o.set)
+	o.duration.Record(ctx, elapsed.Seconds(), o.set,
+		metric.WithAttributes(KeyOutcome.String(outcome), KeyHedge.Bool(hedge)))
+}
+
+// endAbandoned ends the spans of attempts whose Do never returned, as
+// failed with err.
+func (o *observer) endAbandoned(ctx context.Context, abandoned []*attempt, err error) {
+	for _, at := range abandoned {
+		o.attemptEnded(ctx, at.hedge, time.Since(at.start), OutcomeError)
+		at.span.SetAttributes(KeyOutcome.String(OutcomeError))
+		at.span.RecordError(err)
+		at.span.SetStatus(codes.Error, err.Error())
+		at.span.End()
+	}
 }
 
 // attemptOutcome tells an attempt that failed on its own from one the run
@@ -326,8 +397,15 @@ func (o *observer) hedge(ctx context.Context, h fanout.HedgeInfo) {
 
 func (o *observer) taskDone(ctx context.Context, t fanout.TaskInfo) {
 	outcome := taskOutcome(t)
-	if st := o.stateOf(ctx); st != nil && outcome == OutcomeError {
+	st := o.stateOf(ctx)
+	if st != nil && outcome == OutcomeError {
 		st.failed.Add(1)
+	}
+	if st != nil && errors.Is(t.Err, fanout.ErrGoexit) {
+		// Not for every key: a lazy source may repeat a key, and the
+		// other task's attempt may still be under way. An abandoned
+		// hedged copy of a key that did not fail waits for RunDone.
+		o.endAbandoned(ctx, st.abandon(t.Key, false), t.Err)
 	}
 	o.tasks.Add(ctx, 1, o.set, metric.WithAttributes(KeyOutcome.String(outcome)))
 }
