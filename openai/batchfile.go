@@ -87,13 +87,13 @@ type outputLine struct {
 // usage, or the error; ran reports whether the batch ran the request.
 func (l *outputLine) outcome(batchID string) (c *openai.ChatCompletion, u usage, ran bool, err error) {
 	switch {
-	case l.Response != nil && l.Response.StatusCode < 300:
+	case l.Response != nil && l.Response.StatusCode >= 200 && l.Response.StatusCode < 300:
 		c = new(openai.ChatCompletion)
 		if err := json.Unmarshal(l.Response.Body, c); err != nil {
 			return nil, usage{}, true, fmt.Errorf("openai: batch %s: the body of %q: %w", batchID, l.CustomID, err)
 		}
 		return c, chatUsage(c.Usage), true, nil
-	case l.Response != nil:
+	case l.Response != nil && l.Response.StatusCode >= 300:
 		return nil, usage{}, true, Classify(apiError(l.Response.StatusCode, l.Response.Body))
 	case l.Error != nil && l.Error.Code == "batch_expired":
 		return nil, usage{}, false, fmt.Errorf("%w: batch %s: %s", ErrBatchExpired, batchID, l.Error.Message)
@@ -102,7 +102,7 @@ func (l *outputLine) outcome(batchID string) (c *openai.ChatCompletion, u usage,
 	case l.Error != nil:
 		return nil, usage{}, false, fmt.Errorf("openai: batch %s: %s: %s", batchID, l.Error.Code, l.Error.Message)
 	}
-	return nil, usage{}, false, fmt.Errorf("%w: batch %s: a line for %q without response or error", ErrNoResult, batchID, l.CustomID)
+	return nil, usage{}, false, fmt.Errorf("%w: batch %s: a line for %q without a status or an error", ErrNoResult, batchID, l.CustomID)
 }
 
 // apiError is the *openai.Error of a request the batch answered with an
