@@ -85,7 +85,8 @@
 // Handler errors keep their kind across the wire (see [RemoteError] and
 // [Code]): a timeout matches fanout.ErrTaskTimeout, a [backoff.Permanent]
 // error comes back permanent, a panic comes back as a *fanout.PanicError
-// with the worker's stack, and a RetryAfter delay is kept, so the core's
+// with the worker's stack, a runtime.Goexit as [fanout.ErrGoexit] (once,
+// not redelivered), and a RetryAfter delay is kept, so the core's
 // retry policy decides as it would locally. Arguments or results over the
 // server's max_payload, and keys over [MaxKeyLen], fail with [ErrTooLarge].
 //

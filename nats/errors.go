@@ -43,6 +43,7 @@ const (
 	CodePermanent Code = "permanent"  // backoff.Permanent: not worth retrying
 	CodeTimeout   Code = "timeout"    // the task's deadline passed on the worker
 	CodePanic     Code = "panic"      // the handler panicked
+	CodeGoexit    Code = "goexit"     // the handler called runtime.Goexit (not retried)
 	CodeNoHandler Code = "no_handler" // no worker serves the name (permanent)
 	CodeBadArgs   Code = "bad_args"   // arguments did not decode (permanent)
 	CodeTooLarge  Code = "too_large"  // the result is over max_payload (permanent)
@@ -50,7 +51,7 @@ const (
 
 // RemoteError is an error a worker returned for a task. Its Code decides
 // how it matches on the client side: a CodeTimeout error matches
-// [fanout.ErrTaskTimeout], and the client wraps permanent codes in
+// [fanout.ErrTaskTimeout], a CodeGoexit one [fanout.ErrGoexit], and the client wraps permanent codes in
 // [backoff.Permanent] and panics in a [*fanout.PanicError], so the core's
 // retry policy treats them as it would local ones. errors.As finds the
 // RemoteError under either wrapper.
@@ -69,12 +70,14 @@ func (e *RemoteError) Error() string {
 	return fmt.Sprintf("fanoutnats: worker %s: %s", e.Worker, e.Message)
 }
 
-// Unwrap lets a timeout match [fanout.ErrTaskTimeout] and an oversized
-// result match [ErrTooLarge].
+// Unwrap lets a timeout match [fanout.ErrTaskTimeout], a Goexit
+// [fanout.ErrGoexit] and an oversized result [ErrTooLarge].
 func (e *RemoteError) Unwrap() error {
 	switch e.Code {
 	case CodeTimeout:
 		return fanout.ErrTaskTimeout
+	case CodeGoexit:
+		return fanout.ErrGoexit
 	case CodeTooLarge:
 		return ErrTooLarge
 	}
@@ -107,6 +110,8 @@ func toWire(ctx context.Context, err error) wireError {
 		w.Code, w.Message, w.Stack = CodePanic, fmt.Sprint(panicked.Value), string(panicked.Stack)
 	case errors.As(err, &perm):
 		w.Code = CodePermanent
+	case errors.Is(err, fanout.ErrGoexit):
+		w.Code = CodeGoexit
 	case errors.Is(err, fanout.ErrTaskTimeout),
 		errors.Is(err, context.DeadlineExceeded) && errors.Is(context.Cause(ctx), fanout.ErrTaskTimeout):
 		w.Code = CodeTimeout

@@ -439,14 +439,23 @@ func (w *Worker) beat(msg *nats.Msg) (stop func()) {
 	}
 }
 
-// callHandler runs fn, turning a panic into a *fanout.PanicError.
+// callHandler runs fn, turning a panic into a *fanout.PanicError and a
+// runtime.Goexit into [fanout.ErrGoexit], as fanout does for a local task.
+// fn runs on a goroutine of its own so that a Goexit ends only that one:
+// the task is answered, not left to be redelivered until MaxDeliver.
 func callHandler(ctx context.Context, fn handlerFunc, args []byte) (out []byte, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = newPanicError(p)
-		}
-	}()
-	return fn(ctx, args)
+	err = fanout.ErrGoexit // unless fn returns or panics
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer func() {
+			if p := recover(); p != nil {
+				err = newPanicError(p)
+			}
+		}()
+		out, err = fn(ctx, args)
+	})
+	wg.Wait()
+	return out, err
 }
 
 // WorkerStats counts what a worker has done.
