@@ -44,7 +44,9 @@ var (
 // request that errored has the API's error, as [Classify] would give it
 // (without an HTTP status, which a batch does not report); one canceled
 // or expired has an error matching [ErrBatchCanceled] or
-// [ErrBatchExpired]. Keys need not be valid custom_ids
+// [ErrBatchExpired]; one the results leave out, or whose line of the
+// results cannot be read, an error saying so (a garbage line costs no
+// other key its answer). Keys need not be valid custom_ids
 // (^[a-zA-Z0-9_-]{1,64}$): RunBatch maps them to ids of its own.
 //
 // When ctx ends, RunBatch cancels its batches on the server and returns at

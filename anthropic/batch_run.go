@@ -1,9 +1,15 @@
 package fanoutanthropic
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"slices"
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go"
@@ -118,16 +124,53 @@ func (b *batchRun) cancel(ctx context.Context, id string) error {
 }
 
 // collect reads the results of the ended batch into the keys' slots. A key
-// the results leave out gets an error saying so.
+// the results leave out gets an error saying so. A line that is not a
+// result (garbage from a proxy, a blank line) is skipped rather than
+// ending the read, so that it costs no other key its answer.
 func (b *batchRun) collect(ctx context.Context, id string) {
 	slot := make(map[string]int, len(b.plan.index)) // custom_id → input position
 	for j, req := range b.plan.requests {
 		slot[req.CustomID] = b.plan.index[j]
 	}
-	stream := b.service.ResultsStreaming(ctx, id, anthropic.MessageBatchResultsParams{}, b.cfg.requests...)
+	var res *http.Response
+	opts := append(slices.Clip(b.cfg.requests), option.WithResponseInto(&res))
+	stream := b.service.ResultsStreaming(ctx, id, anthropic.MessageBatchResultsParams{}, opts...)
 	defer stream.Close()
-	for stream.Next() {
-		line := stream.Current()
+	bad, err := 0, stream.Err()
+	if err == nil {
+		bad, err = b.readResults(res.Body, id, slot)
+	}
+	missing := fmt.Errorf("fanoutanthropic: batch %s has no result for the key", id)
+	switch {
+	case err != nil:
+		missing = fmt.Errorf("fanoutanthropic: reading the results of batch %s: %w", id, Classify(err))
+	case bad > 0:
+		missing = fmt.Errorf("fanoutanthropic: batch %s has no result for the key (%d lines of its results could not be read)", id, bad)
+	}
+	for _, i := range slot {
+		b.fail(&b.out[i], missing)
+	}
+}
+
+// maxResultLine bounds a line of the results, as the SDK's own reader does.
+const maxResultLine = bufio.MaxScanTokenSize << 9
+
+// readResults records each line of body whose custom_id is in slot, and
+// takes it out of slot. It returns how many lines were not results, and
+// the error that ended the read early, if any.
+func (b *batchRun) readResults(body io.Reader, id string, slot map[string]int) (bad int, err error) {
+	scan := bufio.NewScanner(body)
+	scan.Buffer(nil, maxResultLine)
+	for scan.Scan() {
+		raw := bytes.TrimSpace(scan.Bytes())
+		if len(raw) == 0 {
+			continue
+		}
+		var line anthropic.MessageBatchIndividualResponse
+		if json.Unmarshal(raw, &line) != nil {
+			bad++
+			continue
+		}
 		i, ok := slot[line.CustomID]
 		if !ok {
 			continue
@@ -135,13 +178,7 @@ func (b *batchRun) collect(ctx context.Context, id string) {
 		delete(slot, line.CustomID)
 		b.record(&b.out[i], id, line.Result)
 	}
-	missing := fmt.Errorf("fanoutanthropic: batch %s has no result for the key", id)
-	if err := stream.Err(); err != nil {
-		missing = fmt.Errorf("fanoutanthropic: reading the results of batch %s: %w", id, Classify(err))
-	}
-	for _, i := range slot {
-		b.fail(&b.out[i], missing)
-	}
+	return bad, scan.Err()
 }
 
 // record fills the Result of one request from its line of the results.
