@@ -62,7 +62,9 @@ func (cl *call) answer(r reply) bool {
 // say), sends it along for the worker to enforce, and cancels the remote
 // work when its context ends. Each call of the task's Do is a new remote
 // attempt, so the run's retries and hedges work unchanged. Keys are
-// limited to [MaxKeyLen] bytes.
+// limited to [MaxKeyLen] bytes. Arguments that do not encode, and a
+// result that does not decode into T, are permanent errors, as are the
+// worker's [CodeBadArgs] for arguments its handler cannot decode.
 //
 // An attempt ends with the worker's reply, with [ErrMaxDeliveries], when
 // its context ends (the task's or the run's deadline, a cancel), or after
@@ -87,7 +89,8 @@ func Remote[A, T any](s Scope, name, key string, args A) fanout.Task[T] {
 		}
 		var v T
 		if err := b.c.cfg.codec.Unmarshal(data, &v); err != nil {
-			return zero, fmt.Errorf("fanoutnats: decode result of key %q: %w", key, err)
+			// The worker would send the same again: not worth a retry.
+			return zero, backoff.Permanent(fmt.Errorf("fanoutnats: decode result of key %q: %w", key, err))
 		}
 		return v, nil
 	}}
