@@ -39,7 +39,8 @@
 // # Metrics
 //
 //   - fanout.tasks (counter, {task}): keys done, by fanout.outcome "ok",
-//     "error", "skipped" (never started because the run had stopped) or
+//     "error" (a key refused by a guard, or a bad task of a lazy source,
+//     included), "skipped" (never started because the run had stopped) or
 //     "cancelled" (stopped by an aggregator that had decided, or by a
 //     Stream's consumer, with cause [fanout.ErrStopped]).
 //   - fanout.attempt.duration (histogram, s): each call of Do, by
@@ -396,7 +397,7 @@ func (o *observer) hedge(ctx context.Context, h fanout.HedgeInfo) {
 }
 
 func (o *observer) taskDone(ctx context.Context, t fanout.TaskInfo) {
-	outcome := taskOutcome(t)
+	outcome := taskOutcome(ctx, t)
 	st := o.stateOf(ctx)
 	if st != nil && outcome == OutcomeError {
 		st.failed.Add(1)
@@ -410,14 +411,16 @@ func (o *observer) taskDone(ctx context.Context, t fanout.TaskInfo) {
 	o.tasks.Add(ctx, 1, o.set, metric.WithAttributes(KeyOutcome.String(outcome)))
 }
 
-// taskOutcome is "skipped" for a key that never started, "cancelled" for
-// one an aggregator or a Stream's consumer stopped, "error" for any other
-// failure.
-func taskOutcome(t fanout.TaskInfo) string {
+// taskOutcome is "skipped" for a key that never started because the run
+// had stopped, "cancelled" for one an aggregator or a Stream's consumer
+// stopped, "error" for any other failure, one that never started for a
+// reason of its own (a breaker's refusal, a bad task) included.
+func taskOutcome(ctx context.Context, t fanout.TaskInfo) string {
 	switch {
 	case t.Err == nil:
 		return OutcomeOK
-	case t.Attempts == 0:
+	case errors.Is(t.Err, fanout.ErrSkipped),
+		t.Attempts == 0 && ctx.Err() != nil && errors.Is(t.Err, context.Cause(ctx)): // stopped in a limiter wait
 		return OutcomeSkipped
 	case errors.Is(t.Err, fanout.ErrStopped):
 		return OutcomeCancelled
