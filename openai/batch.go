@@ -26,7 +26,9 @@ var (
 	// message gives the API's reasons.
 	ErrBatchFailed = errors.New("openai: batch failed")
 	// ErrNoResult is the error of a request that a completed batch
-	// returned no line for.
+	// returned no usable line for: none, or one that does not parse or
+	// has neither a status nor an error. A line that does not parse
+	// costs no other key its answer; the message counts such lines.
 	ErrNoResult = errors.New("openai: batch returned no result for the request")
 )
 

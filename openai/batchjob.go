@@ -1,6 +1,7 @@
 package fanoutopenai
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -29,6 +30,7 @@ type batchJob struct {
 	cfg     *config
 	file    *batchFile
 	results []fanout.Result[*openai.ChatCompletion]
+	garbled int // lines of its result files that did not parse
 }
 
 func (b *batchJob) run(ctx context.Context) {
@@ -150,38 +152,56 @@ func (b *batchJob) collect(ctx context.Context, job *openai.Batch) error {
 	case openai.BatchStatusCancelled:
 		return fmt.Errorf("%w: batch %s", ErrBatchCancelled, job.ID)
 	}
+	if b.garbled > 0 {
+		return fmt.Errorf("%w: batch %s (%d lines of its result files did not parse)", ErrNoResult, job.ID, b.garbled)
+	}
 	return fmt.Errorf("%w: batch %s", ErrNoResult, job.ID)
 }
 
 // read reads one result file, line by line, into the results of the keys
-// it names. Lines of other keys are ignored; a key's first line counts.
+// it names. Lines of other keys are ignored; a key's first line counts. A
+// line that does not parse is skipped and counted in garbled: the lines
+// are independent, so one broken line costs no other key its answer.
 func (b *batchJob) read(ctx context.Context, batchID, fileID string) error {
 	resp, err := b.client.Files.Content(ctx, fileID, b.cfg.reqOpts...)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	dec := json.NewDecoder(resp.Body)
+	r := bufio.NewReader(resp.Body)
 	for {
-		var line outputLine
-		if err := dec.Decode(&line); err == io.EOF {
-			return nil
-		} else if err != nil {
+		raw, err := r.ReadBytes('\n')
+		if err != nil && err != io.EOF {
 			return fmt.Errorf("file %s: %w", fileID, err)
 		}
-		i, ok := b.file.pos[line.CustomID]
-		if !ok || b.done(i) {
-			continue
+		if len(bytes.TrimSpace(raw)) > 0 {
+			b.record(batchID, raw)
 		}
-		r := &b.results[i]
-		c, u, ran, err := line.outcome(batchID)
-		r.Value, r.Err = c, err
-		if ran {
-			r.Attempts = 1
+		if err == io.EOF {
+			return nil
 		}
-		if c != nil {
-			r.Cost = fanout.Cost{Tokens: u.total, Cents: b.cfg.prices.cents(u) * batchDiscount}
-		}
+	}
+}
+
+// record takes in one line of a result file.
+func (b *batchJob) record(batchID string, raw []byte) {
+	var line outputLine
+	if json.Unmarshal(raw, &line) != nil {
+		b.garbled++
+		return
+	}
+	i, ok := b.file.pos[line.CustomID]
+	if !ok || b.done(i) {
+		return
+	}
+	r := &b.results[i]
+	c, u, ran, err := line.outcome(batchID)
+	r.Value, r.Err = c, err
+	if ran {
+		r.Attempts = 1
+	}
+	if c != nil {
+		r.Cost = fanout.Cost{Tokens: u.total, Cents: b.cfg.prices.cents(u) * batchDiscount}
 	}
 }
 
