@@ -67,7 +67,8 @@ type BatchRequest struct {
 //     that error, for every key of that batch.
 //
 // Bad input (an empty or duplicate key, a request without a model or
-// messages, a request too large for a batch file, an invalid option) is
+// messages, a request too large for a batch file, an invalid option, a
+// zero openai.Client rather than one from openai.NewClient) is
 // refused before any request, with a nil *Results. When ctx ends, each
 // batch still running is cancelled on the server, and its keys fail with
 // ErrBatchCancelled and the context's cause; RunBatch returns without
@@ -82,6 +83,9 @@ func RunBatch(ctx context.Context, client openai.Client, reqs []BatchRequest, op
 	files, err := cfg.split(reqs)
 	if err != nil {
 		return nil, err
+	}
+	if client.Options == nil {
+		return nil, errors.New("openai: RunBatch: a zero openai.Client: make it with openai.NewClient")
 	}
 	start := time.Now()
 	list := make([]fanout.Result[*openai.ChatCompletion], len(reqs))
