@@ -142,6 +142,8 @@ func (b *batchRun) collect(ctx context.Context, id string) {
 	}
 	missing := fmt.Errorf("fanoutanthropic: batch %s has no result for the key", id)
 	switch {
+	case ctx.Err() != nil:
+		missing = fmt.Errorf("%w (batch %s, its results cut short): %w", ErrBatchCanceled, id, context.Cause(ctx))
 	case err != nil:
 		missing = fmt.Errorf("fanoutanthropic: reading the results of batch %s: %w", id, Classify(err))
 	case bad > 0:
