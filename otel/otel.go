@@ -20,7 +20,11 @@
 // (fanout.succeeded, fanout.failed, fanout.skipped, fanout.attempts,
 // fanout.hedges); its status is Error when some key failed, not counting
 // the keys skipped or cancelled because the run stopped early.
-// Retries and hedges are events on it, since they happen between attempts.
+// Retries and hedges are events on it, since they happen between attempts:
+// "fanout.retry" with fanout.key, fanout.attempt (the one that failed),
+// fanout.wait (seconds), fanout.server_directed (the wait came from the
+// error's RetryAfter) and exception.message; "fanout.hedge" with fanout.key,
+// fanout.attempt and fanout.after (seconds the attempt had run).
 //
 // "fanout.attempt" covers one call of a task's Do, hedged copies included.
 // Its attributes are fanout.key, fanout.attempt (1 for the first try),
@@ -83,20 +87,21 @@ const ScopeName = "github.com/gofanout/fanout/otel"
 
 // Attribute keys of the spans and metrics.
 const (
-	KeyTasks       = attribute.Key("fanout.tasks")
-	KeyKey         = attribute.Key("fanout.key")
-	KeyAttempt     = attribute.Key("fanout.attempt")
-	KeyHedge       = attribute.Key("fanout.hedge")
-	KeyLimiterWait = attribute.Key("fanout.limiter_wait")
-	KeyOutcome     = attribute.Key("fanout.outcome")
-	KeyName        = attribute.Key("fanout.name") // an AdaptiveLimiter's or CircuitBreaker's
-	KeyWait        = attribute.Key("fanout.wait")
-	KeyAfter       = attribute.Key("fanout.after")
-	KeySucceeded   = attribute.Key("fanout.succeeded")
-	KeyFailed      = attribute.Key("fanout.failed")
-	KeySkipped     = attribute.Key("fanout.skipped")
-	KeyAttempts    = attribute.Key("fanout.attempts")
-	KeyHedges      = attribute.Key("fanout.hedges")
+	KeyTasks          = attribute.Key("fanout.tasks")
+	KeyKey            = attribute.Key("fanout.key")
+	KeyAttempt        = attribute.Key("fanout.attempt")
+	KeyHedge          = attribute.Key("fanout.hedge")
+	KeyLimiterWait    = attribute.Key("fanout.limiter_wait")
+	KeyOutcome        = attribute.Key("fanout.outcome")
+	KeyName           = attribute.Key("fanout.name") // an AdaptiveLimiter's or CircuitBreaker's
+	KeyWait           = attribute.Key("fanout.wait")
+	KeyAfter          = attribute.Key("fanout.after")
+	KeyServerDirected = attribute.Key("fanout.server_directed") // a retry's wait came from the error's RetryAfter
+	KeySucceeded      = attribute.Key("fanout.succeeded")
+	KeyFailed         = attribute.Key("fanout.failed")
+	KeySkipped        = attribute.Key("fanout.skipped")
+	KeyAttempts       = attribute.Key("fanout.attempts")
+	KeyHedges         = attribute.Key("fanout.hedges")
 )
 
 // Outcomes, the values of [KeyOutcome].
@@ -380,7 +385,8 @@ func (o *observer) waited(ctx context.Context, w fanout.WaitInfo) {
 func (o *observer) retry(ctx context.Context, r fanout.RetryInfo) {
 	o.retries.Add(ctx, 1, o.set)
 	if st := o.stateOf(ctx); st != nil {
-		attrs := []attribute.KeyValue{KeyKey.String(r.Key), KeyAttempt.Int(r.Attempt), KeyWait.Float64(r.Wait.Seconds())}
+		attrs := []attribute.KeyValue{KeyKey.String(r.Key), KeyAttempt.Int(r.Attempt), KeyWait.Float64(r.Wait.Seconds()),
+			KeyServerDirected.Bool(r.ServerDirected)}
 		if r.Err != nil {
 			attrs = append(attrs, attribute.String("exception.message", r.Err.Error()))
 		}
