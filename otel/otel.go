@@ -318,6 +318,11 @@ func (o *observer) attemptStart(ctx context.Context, a fanout.AttemptInfo) conte
 	ctx, span := o.tracer.Start(ctx, "fanout.attempt", trace.WithAttributes(KeyKey.String(a.Key),
 		KeyAttempt.Int(a.Attempt), KeyHedge.Bool(a.Hedge), KeyLimiterWait.Float64(a.LimiterWait.Seconds())))
 	o.inFlight.Add(ctx, 1, o.set)
+	if a.Hedge {
+		// Counted here, not in the Hedge hook: a copy may yet be refused
+		// by the limiters or the budget, or called off while it waits.
+		o.hedges.Add(ctx, 1, o.set)
+	}
 	at := &attempt{span: span, key: a.Key, hedge: a.Hedge, start: time.Now()}
 	if st := o.stateOf(ctx); st != nil {
 		st.started(at)
@@ -395,7 +400,6 @@ func (o *observer) retry(ctx context.Context, r fanout.RetryInfo) {
 }
 
 func (o *observer) hedge(ctx context.Context, h fanout.HedgeInfo) {
-	o.hedges.Add(ctx, 1, o.set)
 	if st := o.stateOf(ctx); st != nil {
 		st.span.AddEvent("fanout.hedge", trace.WithAttributes(
 			KeyKey.String(h.Key), KeyAttempt.Int(h.Attempt), KeyAfter.Float64(h.After.Seconds())))
