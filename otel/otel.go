@@ -346,7 +346,9 @@ func (o *observer) attemptDone(ctx context.Context, a fanout.AttemptInfo) {
 		at.span.RecordError(a.Err)
 		at.span.SetStatus(codes.Error, a.Err.Error())
 	case OutcomeCancelled:
-		at.span.RecordError(a.Err)
+		// The reason it was called off, which Do's own error (an
+		// "aborted" of its making) need not name.
+		at.span.RecordError(context.Cause(ctx))
 	}
 	at.span.End()
 }
