@@ -65,7 +65,9 @@
 // as the fleet does; see [Remote].
 //
 // A worker stopped through its Serve context hands its running tasks back
-// at once (a negative acknowledgement), so they do not wait out AckWait.
+// at once (a negative acknowledgement), so they do not wait out AckWait;
+// a handler that returns a result all the same has it stored, not run
+// again.
 //
 // When a task's context ends, the attempt returns at once and the client
 // removes its task from the queue in the background, and tells workers to

@@ -61,12 +61,17 @@ const replyWait = 2 * time.Second
 
 // store publishes r to the replies stream and waits until it is stored,
 // trying again while ctx (Serve's) lasts: a result in hand is worth more
-// than running the task again. A replies stream the server lost is
-// created again.
+// than running the task again. For the same reason a publish is not cut
+// short when Serve stops, and one is tried after it stopped if the
+// server can be reached. A replies stream the server lost is created
+// again.
 func (w *Worker) store(ctx context.Context, r *nats.Msg) error {
+	if ctx.Err() != nil && !w.nc.IsConnected() {
+		return context.Cause(ctx)
+	}
 	wait := 50 * time.Millisecond
 	for n := 1; ; n++ {
-		pctx, cancel := context.WithTimeout(ctx, replyWait)
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replyWait)
 		_, err := w.js.PublishMsg(pctx, r)
 		cancel()
 		if err == nil {

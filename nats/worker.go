@@ -170,7 +170,9 @@ func (e *codedError) Unwrap() error { return e.err }
 
 // Serve runs tasks until ctx ends, with up to the configured concurrency
 // at once, and returns nil. Handlers still running then are cancelled and
-// their tasks handed back to the queue for other workers. If the
+// their tasks handed back to the queue for other workers, unless a
+// handler returns a result all the same: that is stored and sent (one
+// try of up to 2 s), not run again. If the
 // connection closes, or the stream or consumer disappears and cannot be
 // created again ([WithBind]), Serve returns an error. A server that lost
 // them (memory storage) has them created again. While it runs, the worker
