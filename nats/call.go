@@ -78,9 +78,15 @@ func (cl *call) answer(r reply) bool {
 // redelivery and no max-deliveries advisory can happen), or while a
 // handler that keeps sending heartbeats runs. Give remote runs a deadline
 // ([fanout.WithTimeout], [fanout.WithTaskTimeout]) or the client a result
-// timeout.
+// timeout. Remote panics if s is a nil Client or Batch.
 func Remote[A, T any](s Scope, name, key string, args A) fanout.Task[T] {
-	b := s.batch()
+	var b *Batch
+	if s != nil {
+		b = s.batch()
+	}
+	if b == nil || b.c == nil {
+		panic("fanoutnats: Remote: nil Scope; pass a *Client or a *Batch")
+	}
 	return fanout.Task[T]{Key: key, Do: func(ctx context.Context) (T, error) {
 		var zero T
 		data, err := b.c.call(ctx, b, name, key, args)

@@ -66,6 +66,9 @@ func NewClient(ctx context.Context, nc *nats.Conn, opts ...Option) (*Client, err
 	if err != nil {
 		return nil, err
 	}
+	if nc == nil {
+		return nil, errNilConn
+	}
 	c := &Client{
 		cfg: cfg, nc: nc, id: nuid.Next(),
 		pending: make(map[string]*call), bySeq: make(map[uint64]*call), waiting: make(map[string]int),

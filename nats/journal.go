@@ -44,6 +44,9 @@ func OpenJournal(ctx context.Context, nc *nats.Conn, run string, opts ...Option)
 	if !validToken(run) {
 		return nil, fmt.Errorf("fanoutnats: OpenJournal: run %q must be letters, digits, '-' or '_'", run)
 	}
+	if nc == nil {
+		return nil, errNilConn
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("fanoutnats: jetstream: %w", err)

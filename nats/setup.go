@@ -34,6 +34,9 @@ func Connect(urls []string, opts ...nats.Option) (*nats.Conn, error) {
 	return nc, nil
 }
 
+// errNilConn is the error of a constructor given no connection.
+var errNilConn = errors.New("fanoutnats: nil *nats.Conn")
+
 // errMissing is the error of a stream or consumer that [WithBind] needs
 // and that does not exist.
 var errMissing = errors.New("fanoutnats: WithBind")

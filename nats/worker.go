@@ -80,6 +80,9 @@ func NewWorker(ctx context.Context, nc *nats.Conn, opts ...Option) (*Worker, err
 	if err != nil {
 		return nil, err
 	}
+	if nc == nil {
+		return nil, errNilConn
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("fanoutnats: jetstream: %w", err)
@@ -129,9 +132,12 @@ func (w *Worker) Name() string { return w.name }
 // Handle registers fn as the handler of the tasks named name on w. Its
 // arguments and result travel through the codec (JSON by default). An
 // error fn returns reaches the client with its kind kept: see
-// [RemoteError]. Handle panics if name is not letters, digits, '-' and
-// '_', or is already registered.
+// [RemoteError]. Handle panics if w or fn is nil, if name is not
+// letters, digits, '-' and '_', or if it is already registered.
 func Handle[A, T any](w *Worker, name string, fn func(ctx context.Context, args A) (T, error)) {
+	if w == nil || fn == nil {
+		panic(fmt.Sprintf("fanoutnats: Handle(%q): nil Worker or handler", name))
+	}
 	if !validToken(name) {
 		panic(fmt.Sprintf("fanoutnats: Handle: name %q must be letters, digits, '-' or '_'", name))
 	}
