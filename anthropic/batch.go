@@ -52,7 +52,9 @@ var (
 // When ctx ends, RunBatch cancels its batches on the server and returns at
 // once: the keys not answered yet match ErrBatchCanceled and ctx's cause
 // (answers the server produced before the cancellation are not read). A
-// creation that the server refuses with a retryable error (a 429, a 529)
+// batch whose creation request ctx cut short cannot be canceled: the
+// server may have created it, but RunBatch never learnt its id; it shows
+// in the Console, and in client.Messages.Batches.List. A creation that the server refuses with a retryable error (a 429, a 529)
 // is tried again, up to 5 times; one that fails otherwise fails its
 // batch's keys, never the other batches'.
 //
