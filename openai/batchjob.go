@@ -30,7 +30,14 @@ type batchJob struct {
 	cfg     *config
 	file    *batchFile
 	results []fanout.Result[*openai.ChatCompletion]
-	garbled int // lines of its result files that did not parse
+	garbled int      // lines of its result files that did not parse
+	x       exchange // the last response, for errors the SDK cannot parse
+}
+
+// opts are the request options of one call of the job: extra, the
+// caller's, then the recorder of the response.
+func (b *batchJob) opts(extra ...option.RequestOption) []option.RequestOption {
+	return slices.Concat(extra, b.cfg.reqOpts, []option.RequestOption{b.x.option()})
 }
 
 func (b *batchJob) run(ctx context.Context) {
@@ -54,9 +61,9 @@ func (b *batchJob) submit(ctx context.Context) (*openai.Batch, error) {
 	f, err := b.client.Files.New(ctx, openai.FileNewParams{
 		File:    openai.File(bytes.NewReader(b.file.data), "fanout-batch.jsonl", "application/jsonl"),
 		Purpose: openai.FilePurposeBatch,
-	}, b.cfg.reqOpts...)
+	}, b.opts()...)
 	if err != nil {
-		return nil, b.stopped(ctx, "batch file upload", err)
+		return nil, b.stopped(ctx, "batch file upload", b.x.apiError(ctx, err))
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), controlTimeout)
 	defer cancel()
@@ -64,9 +71,9 @@ func (b *batchJob) submit(ctx context.Context) (*openai.Batch, error) {
 		CompletionWindow: openai.BatchNewParamsCompletionWindow24h,
 		Endpoint:         openai.BatchNewParamsEndpointV1ChatCompletions,
 		InputFileID:      f.ID,
-	}, slices.Concat([]option.RequestOption{option.WithMaxRetries(0)}, b.cfg.reqOpts)...) // a retried creation could run the batch twice
+	}, b.opts(option.WithMaxRetries(0))...) // a retried creation could run the batch twice
 	if err != nil {
-		return nil, b.stopped(ctx, "batch creation", err)
+		return nil, b.stopped(ctx, "batch creation", b.x.apiError(cctx, err))
 	}
 	if ctx.Err() != nil {
 		return nil, b.cancel(ctx, job)
@@ -87,7 +94,8 @@ func (b *batchJob) wait(ctx context.Context, job *openai.Batch) (*openai.Batch, 
 		if sleepUntil(ctx, time.Now().Add(poll.NextBackOff())) != nil {
 			return nil, b.cancel(ctx, job)
 		}
-		next, err := b.client.Batches.Get(ctx, job.ID, b.cfg.reqOpts...)
+		next, err := b.client.Batches.Get(ctx, job.ID, b.opts()...)
+		err = b.x.apiError(ctx, err)
 		switch {
 		case err == nil:
 			job = next
@@ -115,8 +123,8 @@ func (b *batchJob) cancel(ctx context.Context, job *openai.Batch) error {
 	err := fmt.Errorf("%w: batch %s: %w", ErrBatchCancelled, job.ID, context.Cause(ctx))
 	cctx, stop := context.WithTimeout(context.WithoutCancel(ctx), controlTimeout)
 	defer stop()
-	if _, cerr := b.client.Batches.Cancel(cctx, job.ID, b.cfg.reqOpts...); cerr != nil {
-		err = errors.Join(err, &opError{"cancel of batch " + job.ID, Classify(cerr)})
+	if _, cerr := b.client.Batches.Cancel(cctx, job.ID, b.opts()...); cerr != nil {
+		err = errors.Join(err, &opError{"cancel of batch " + job.ID, Classify(b.x.apiError(cctx, cerr))})
 	}
 	return err
 }
@@ -163,9 +171,9 @@ func (b *batchJob) collect(ctx context.Context, job *openai.Batch) error {
 // line that does not parse is skipped and counted in garbled: the lines
 // are independent, so one broken line costs no other key its answer.
 func (b *batchJob) read(ctx context.Context, batchID, fileID string) error {
-	resp, err := b.client.Files.Content(ctx, fileID, b.cfg.reqOpts...)
+	resp, err := b.client.Files.Content(ctx, fileID, b.opts()...)
 	if err != nil {
-		return err
+		return b.x.apiError(ctx, err)
 	}
 	defer resp.Body.Close()
 	r := bufio.NewReader(resp.Body)
