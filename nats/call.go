@@ -110,6 +110,12 @@ func (c *Client) call(ctx context.Context, b *Batch, name, key string, args any)
 	if err := context.Cause(ctx); err != nil {
 		return nil, err
 	}
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, closedErr(key)
+	}
 	body, err := c.cfg.codec.Marshal(args)
 	if err != nil {
 		return nil, backoff.Permanent(fmt.Errorf("fanoutnats: encode arguments of key %q: %w", key, err))
@@ -155,11 +161,15 @@ func (c *Client) newCall(id, key string, b *Batch, m *nats.Msg) *call {
 	return cl
 }
 
-// track records cl as pending and waiting in its batch. It must be called
-// with c.mu held.
+// track records cl as pending and waiting in its batch; through a
+// closed client, cl has its answer at once. It must be called with c.mu
+// held.
 func (c *Client) track(cl *call) {
 	c.pending[cl.id] = cl
 	c.waiting[cl.b.id]++
+	if c.closed {
+		cl.answer(reply{err: closedErr(cl.key)})
+	}
 }
 
 // end records that cl's attempt returned: it waits no more in its batch.

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -31,6 +32,7 @@ type Client struct {
 	strms atomic.Pointer[streams]
 
 	mu      sync.Mutex
+	closed  bool             // Close was called: attempts fail with ErrClientClosed
 	pending map[string]*call // by attempt id, until over and settled
 	bySeq   map[uint64]*call // by stream sequence, for advisories
 	waiting map[string]int   // attempts not over, by batch ID, for Fleet
@@ -132,9 +134,22 @@ func (c *Client) openStreams(ctx context.Context) (lost bool, err error) {
 
 // Close stops listening for replies and for the workers' status
 // reports, and stops the client's background clean-up, after one last
-// bounded pass if the connection is up. Tasks still waiting end with
-// their context or result timeout. It does not close the connection.
+// bounded pass if the connection is up. Attempts still waiting for a
+// reply end at once with [ErrClientClosed], their tasks cancelled on the
+// workers as a cancelled attempt's are, and so does any attempt made
+// after Close. It does not close the connection. Calling it again does
+// nothing.
 func (c *Client) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	for _, cl := range c.pending {
+		cl.answer(reply{err: closedErr(cl.key)})
+	}
+	c.mu.Unlock()
 	for _, s := range c.subs {
 		_ = s.Unsubscribe()
 	}
@@ -305,4 +320,9 @@ func flush(ctx context.Context, nc *nats.Conn) error {
 		return nc.FlushWithContext(ctx)
 	}
 	return nc.Flush()
+}
+
+// closedErr is the error of key's attempt through a closed client.
+func closedErr(key string) error {
+	return backoff.Permanent(fmt.Errorf("%w: key %q", ErrClientClosed, key))
 }

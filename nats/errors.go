@@ -27,6 +27,11 @@ var (
 	// whose run has been cancelled: a Batch serves one run.
 	ErrBatchCancelled = errors.New("fanoutnats: batch already cancelled")
 
+	// ErrClientClosed is the error of an attempt made through a [Client]
+	// after its Close, or still waiting for its reply when Close was
+	// called. It is permanent.
+	ErrClientClosed = errors.New("fanoutnats: client closed")
+
 	// ErrTooLarge is matched by errors about arguments or results over the
 	// server's maximum message size, and about keys over [MaxKeyLen]. They
 	// are permanent: retrying cannot shrink them.

@@ -685,24 +685,27 @@ func TestAdversaryCloseTwiceAndDuringRuns(t *testing.T) {
 	c, err := fanoutnats.NewClient(context.Background(), e.conn(), testOpts()...)
 	require.NoError(t, err)
 	release := make(chan struct{})
+	defer close(release)
 	started := newSignals()
+	cancelled := make(chan struct{}, 1)
 	e.worker(func(w *fanoutnats.Worker) {
 		fanoutnats.Handle(w, "slow", func(ctx context.Context, s string) (string, error) {
 			started.send(s)
 			select {
 			case <-release:
 			case <-ctx.Done():
+				cancelled <- struct{}{}
 			}
 			return s, nil
 		})
 	})
-	done := make(chan error, 1)
+	done := make(chan *fanout.Results[string], 1)
 	go func() {
-		b := c.Batch()
-		_, err := fanout.Run(context.Background(),
-			[]fanout.Task[string]{fanoutnats.Remote[string, string](b, "slow", "k", "v")},
-			fanout.WithTimeout(500*time.Millisecond))
-		done <- err
+		// No deadline: Close alone must end the waiting attempt.
+		rs, _ := fanout.Run(context.Background(),
+			[]fanout.Task[string]{fanoutnats.Remote[string, string](c.Batch(), "slow", "k", "v")},
+			fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 3}))
+		done <- rs
 	}()
 	started.wait(t)
 	var wg sync.WaitGroup
@@ -712,12 +715,26 @@ func TestAdversaryCloseTwiceAndDuringRuns(t *testing.T) {
 	wg.Wait()
 	c.Close()
 	select {
-	case err := <-done:
-		require.Error(t, err, "the run ends with its deadline")
+	case rs := <-done:
+		r, _ := rs.Get("k")
+		require.ErrorIs(t, r.Err, fanoutnats.ErrClientClosed)
+		assert.Equal(t, 1, r.Attempts, "ErrClientClosed is permanent")
 	case <-time.After(eventually):
-		t.Fatal("a run outlived its deadline after Close")
+		t.Fatal("a run outlived Close")
 	}
-	close(release)
+	select {
+	case <-cancelled:
+	case <-time.After(eventually):
+		t.Fatal("the waiting attempt's task was not cancelled on the worker")
+	}
+
+	sent := c.Stats().Sent
+	rs, err := fanout.Run(context.Background(),
+		[]fanout.Task[string]{fanoutnats.Remote[string, string](c.Batch(), "slow", "after", "v")})
+	require.ErrorIs(t, err, fanoutnats.ErrClientClosed)
+	r, _ := rs.Get("after")
+	assert.Equal(t, 1, r.Attempts)
+	assert.Equal(t, sent, c.Stats().Sent, "nothing is sent through a closed client")
 }
 
 func TestAdversaryWorkerNameCannotForgeReplyHeaders(t *testing.T) {
