@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
@@ -39,10 +40,15 @@ import (
 //
 // Options: [WithPrices], [WithLimits], [WithRequestOptions]. Chat panics
 // if an option is invalid (a negative price, a nil Limits): that is a
-// mistake in the program, found where the task is built.
+// mistake in the program, found where the task is built. A zero
+// openai.Client (one not made by openai.NewClient) fails every call with
+// an error saying so, before any request, never retried.
 func Chat(client openai.Client, params openai.ChatCompletionNewParams, opts ...Option) func(context.Context) (*openai.ChatCompletion, error) {
 	cfg := mustConfig(opts)
 	return func(ctx context.Context) (*openai.ChatCompletion, error) {
+		if client.Options == nil {
+			return nil, backoff.Permanent(errZeroClient)
+		}
 		return call(ctx, cfg, func(ctx context.Context, o ...option.RequestOption) (*openai.ChatCompletion, error) {
 			return client.Chat.Completions.New(ctx, params, o...)
 		}, func(c *openai.ChatCompletion) usage { return chatUsage(c.Usage) })
@@ -55,6 +61,9 @@ func Chat(client openai.Client, params openai.ChatCompletionNewParams, opts ...O
 func Response(client openai.Client, params responses.ResponseNewParams, opts ...Option) func(context.Context) (*responses.Response, error) {
 	cfg := mustConfig(opts)
 	return func(ctx context.Context) (*responses.Response, error) {
+		if client.Options == nil {
+			return nil, backoff.Permanent(errZeroClient)
+		}
 		return call(ctx, cfg, func(ctx context.Context, o ...option.RequestOption) (*responses.Response, error) {
 			return client.Responses.New(ctx, params, o...)
 		}, func(r *responses.Response) usage {
@@ -67,6 +76,11 @@ func Response(client openai.Client, params responses.ResponseNewParams, opts ...
 		})
 	}
 }
+
+// errZeroClient is the error of a client made without openai.NewClient,
+// which has no base URL, no key and no HTTP client: every request would
+// fail, so none is made.
+var errZeroClient = errors.New("openai: a zero openai.Client: make it with openai.NewClient")
 
 // call makes one request with do, reports what it used and classifies its
 // error.

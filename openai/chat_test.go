@@ -180,6 +180,25 @@ func TestChatRejectsBadOptions(t *testing.T) {
 	})
 }
 
+// TestAZeroClientFailsEveryCallAtOnce: a client not made by
+// openai.NewClient has no base URL; its calls fail before any request,
+// saying so, and fanout does not retry them.
+func TestAZeroClientFailsEveryCallAtOnce(t *testing.T) {
+	tasks := []fanout.Task[any]{
+		{Key: "chat", Do: func(ctx context.Context) (any, error) { return fanoutopenai.Chat(openai.Client{}, params("a"))(ctx) }},
+		{Key: "response", Do: func(ctx context.Context) (any, error) {
+			return fanoutopenai.Response(openai.Client{}, responses.ResponseNewParams{})(ctx)
+		}},
+	}
+	rs, err := fanout.Run(context.Background(), tasks, fanout.WithRetry(fanout.RetryPolicy{MaxAttempts: 3}))
+	require.Error(t, err)
+	for _, key := range []string{"chat", "response"} {
+		r, _ := rs.Get(key)
+		require.ErrorContains(t, r.Err, "make it with openai.NewClient", key)
+		assert.Equal(t, 1, r.Attempts, "%s: not retried", key)
+	}
+}
+
 func TestResponse(t *testing.T) {
 	api := newFakeAPI(t)
 	api.script("b", serverError())
