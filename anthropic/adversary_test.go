@@ -797,7 +797,7 @@ func TestAdversaryCancellation(t *testing.T) {
 
 	t.Run("RunBatch: waiting to retry a refused creation", func(t *testing.T) {
 		api := newBatchAPI(t)
-		api.create = answer(429, jsonError("rate_limit_error", "x"), "Retry-After", "3600")
+		api.create = answer(429, jsonError("rate_limit_error", "x"), "Retry-After", "20")
 		ctx, cancel := context.WithCancelCause(t.Context())
 		time.AfterFunc(50*time.Millisecond, func() { cancel(stop) })
 		start := time.Now()
@@ -807,6 +807,21 @@ func TestAdversaryCancellation(t *testing.T) {
 		r, _ := rs.Get("a")
 		assert.ErrorIs(t, r.Err, fanoutanthropic.ErrBatchCanceled)
 		assert.ErrorIs(t, r.Err, stop)
+	})
+
+	t.Run("RunBatch: a creation refused with a wait over 30 s fails at once", func(t *testing.T) {
+		api := newBatchAPI(t)
+		api.create = answer(429, jsonError("rate_limit_error", "x"), "Retry-After", "3600")
+		start := time.Now()
+		rs, err := fanoutanthropic.RunBatch(t.Context(), api.client(), batchOf("a"), quickPolls)
+		require.Error(t, err)
+		assert.Less(t, time.Since(start), 5*time.Second, "no hour-long wait")
+		r, _ := rs.Get("a")
+		var apiErr *fanoutanthropic.APIError
+		require.ErrorAs(t, r.Err, &apiErr)
+		assert.Equal(t, 429, apiErr.Status)
+		created, _, _ := api.counts()
+		assert.Equal(t, 1, created, "tried once")
 	})
 
 	t.Run("RunBatch: mid-poll", func(t *testing.T) {

@@ -54,9 +54,10 @@ var (
 // (answers the server produced before the cancellation are not read). A
 // batch whose creation request ctx cut short cannot be canceled: the
 // server may have created it, but RunBatch never learnt its id; it shows
-// in the Console, and in client.Messages.Batches.List. A creation that the server refuses with a retryable error (a 429, a 529)
-// is tried again, up to 5 times; one that fails otherwise fails its
-// batch's keys, never the other batches'.
+// in the Console, and in client.Messages.Batches.List. A creation that
+// the server refuses with a retryable error (a 429, a 529) is tried
+// again, up to 5 times, unless the server asks for a wait over 30 s; one
+// that fails otherwise fails its batch's keys, never the other batches'.
 //
 // Bad input (an empty or duplicate key, a request too large for a batch,
 // a bad option, a zero anthropic.Client) is an error before any request,

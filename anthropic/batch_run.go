@@ -36,6 +36,10 @@ type batchRun struct {
 const (
 	// createAttempts caps the tries of one batch's creation.
 	createAttempts = 5
+	// maxCreateWait caps the wait a server may ask for before a creation
+	// is tried again, as fanout.RetryPolicy's MaxWait does by default: a
+	// server asking for longer is taken at its word, and the try fails.
+	maxCreateWait = 30 * time.Second
 	// cancelTimeout bounds the request that cancels a batch once
 	// RunBatch's context has ended.
 	cancelTimeout = 30 * time.Second
@@ -81,7 +85,7 @@ func (b *batchRun) create(ctx context.Context) (string, error) {
 		if d == 0 {
 			d = wait.NextBackOff()
 		}
-		if sleep(ctx, d) != nil {
+		if d > maxCreateWait || sleep(ctx, d) != nil {
 			return "", err
 		}
 	}
