@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"time"
 
@@ -53,7 +54,7 @@ func (u limiterUse) charge(tokens int) int {
 // run starts.
 func WithRateLimit(l Limiter) Option {
 	return func(c *config) {
-		if l == nil {
+		if isNil(l) {
 			c.invalid("WithRateLimit(nil): limiter must not be nil")
 			return
 		}
@@ -66,7 +67,7 @@ func WithRateLimit(l Limiter) Option {
 // tokens-per-minute one.
 func WithRequestLimit(l Limiter) Option {
 	return func(c *config) {
-		if l == nil {
+		if isNil(l) {
 			c.invalid("WithRequestLimit(nil): limiter must not be nil")
 			return
 		}
@@ -98,9 +99,21 @@ type Throttle struct {
 	spread time.Duration // the release window after until
 }
 
-// NewThrottle returns a Throttle over l. A nil l gives a cooldown with no
-// rate limit of its own.
-func NewThrottle(l Limiter) *Throttle { return &Throttle{l: l} }
+// NewThrottle returns a Throttle over l. A nil l (or a nil pointer, such
+// as a nil *rate.Limiter) gives a cooldown with no rate limit of its own.
+func NewThrottle(l Limiter) *Throttle {
+	if isNil(l) {
+		l = nil
+	}
+	return &Throttle{l: l}
+}
+
+// isNil reports whether l is nil or a nil pointer, whose methods (those
+// of *rate.Limiter, say) would panic mid-run.
+func isNil(l Limiter) bool {
+	v := reflect.ValueOf(l)
+	return l == nil || v.Kind() == reflect.Pointer && v.IsNil()
+}
 
 // Pause makes WaitN wait until d from now has passed, unless an earlier
 // Pause already reaches further.
