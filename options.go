@@ -64,11 +64,16 @@ func WithLimit(n int) Option {
 // its calling task holds, for one of its tasks at a time, so it always
 // makes progress. However many runs are nested below that task (several
 // in turn or at once, under runs without s, in hedged copies), they share
-// that one slot, so the cap holds at every depth.
+// that one slot, so the cap holds at every depth. A zero Semaphore, which
+// has no slots, is refused.
 func WithSemaphore(s *Semaphore) Option {
 	return func(c *config) {
-		if s == nil {
+		switch {
+		case s == nil:
 			c.invalid("WithSemaphore(nil): semaphore must not be nil")
+			return
+		case s.Cap() == 0:
+			c.invalid("WithSemaphore: a zero Semaphore has no slots; make it with NewSemaphore")
 			return
 		}
 		c.sem = s

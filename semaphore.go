@@ -13,6 +13,9 @@ import (
 // nested run borrows its caller's slot for one task at a time, so nested
 // fan-outs always make progress even when every slot is held by callers
 // waiting on them.
+//
+// Make one with NewSemaphore: the zero Semaphore has no slots, and
+// WithSemaphore refuses it.
 type Semaphore struct {
 	slots chan struct{}
 }
