@@ -40,7 +40,7 @@ func Spend(ctx context.Context, c Cost) {
 // matching both [ErrSkipped] and [ErrBudgetExceeded], and a key refused a
 // retry fails with an error matching ErrBudgetExceeded and carrying its
 // last attempt's error. The zero Cost means no budget, so the option can
-// be built unconditionally.
+// be built unconditionally; a negative or NaN value is refused.
 //
 // Tasks report after they spend. When max sets Tokens, each attempt in
 // flight counts as its Task.Tokens until it ends, so an attempt starts
@@ -52,7 +52,7 @@ func Spend(ctx context.Context, c Cost) {
 // what the attempts in flight spend.
 func WithBudget(max Cost) Option {
 	return func(c *config) {
-		if max.Tokens < 0 || max.Cents < 0 {
+		if max.Tokens < 0 || !(max.Cents >= 0) { // NaN too: it never reaches, yet is no zero Cost
 			c.invalid("WithBudget(Cost{Tokens: %d, Cents: %v}): budget must be positive", max.Tokens, max.Cents)
 			return
 		}
