@@ -45,12 +45,12 @@ func WithHedge(p HedgePolicy) Option {
 		switch {
 		case p.Delay < 0:
 			c.invalid("WithHedge: negative Delay %v", p.Delay)
-		case p.Quantile < 0 || p.Quantile >= 1:
+		case !(p.Quantile >= 0 && p.Quantile < 1): // NaN too
 			c.invalid("WithHedge: Quantile %v is outside [0, 1)", p.Quantile)
 		case p.Delay == 0 && p.Quantile == 0:
 			c.invalid("WithHedge: set Delay or Quantile")
-		case p.MaxExtra < 0:
-			c.invalid("WithHedge: negative MaxExtra %v", p.MaxExtra)
+		case !(p.MaxExtra >= 0): // NaN too
+			c.invalid("WithHedge: MaxExtra %v is not a fraction", p.MaxExtra)
 		case p.MinSamples < 0:
 			c.invalid("WithHedge: negative MinSamples %d", p.MinSamples)
 		default:
@@ -154,8 +154,13 @@ func (h *hedger) take() bool {
 	if tasks < 0 {
 		tasks = h.started.Load()
 	}
-	// Round up, so a small run may still hedge its one slow call.
-	allowed := int64(math.Ceil(h.policy.MaxExtra * float64(tasks)))
+	// Round up, so a small run may still hedge its one slow call; a
+	// fraction past every count (+Inf) caps nothing, rather than
+	// overflowing the conversion.
+	allowed := int64(math.MaxInt64)
+	if f := math.Ceil(h.policy.MaxExtra * float64(tasks)); f < math.MaxInt64 {
+		allowed = int64(f)
+	}
 	for {
 		n := h.extra.Load()
 		if n >= allowed {
