@@ -79,12 +79,13 @@ func WithRequestLimit(l Limiter) Option {
 // waits until d has passed, both before and after it waits on the limiter
 // it wraps, so that a task already queued in that limiter does not start
 // during the cooldown. When an attempt gets a server-directed delay (an
-// HTTP 429 with Retry-After), the run pauses each of its limiters that has
-// a Pause(time.Duration) method, as Throttle does, so that every task
-// sharing one backs off, not only the one that was told to; and after
-// every limiter a run waits on, it waits out again the cooldown of each
-// of its limiters that says when it ends with an Until() time.Time method,
-// as Throttle does. A plain *rate.Limiter has no cooldown: wrap
+// HTTP 429 with Retry-After), the run pauses each of the attempt's
+// limiters (the run's own, and those [ForResource] gives its task's
+// Resource) that has a Pause(time.Duration) method, as Throttle does, so
+// that every task sharing one backs off, not only the one that was told
+// to; and after every limiter an attempt waits on, it waits out again the
+// cooldown of each of its limiters that says when it ends with an
+// Until() time.Time method, as Throttle does. A plain *rate.Limiter has no cooldown: wrap
 // it with NewThrottle to have one, and pass the same Throttle to every run
 // that shares it.
 //
@@ -197,15 +198,20 @@ func waitOn(ctx context.Context, l Limiter, n int) error {
 	return l.WaitN(ctx, n)
 }
 
-// pauseFor pauses the run's Throttles for the delay the server asked of
-// err, if any. A delay longer than any task would wait means giving up,
-// not pausing: one exhausted quota must not stall the rest of the run.
-func (r *run[T]) pauseFor(err error) {
+// pauseFor pauses the Throttles that the tasks of resource wait on for
+// the delay the server asked of err, if any; another resource's are not
+// its server's to pause. A delay longer than any task would wait means
+// giving up, not pausing: one exhausted quota must not stall the rest of
+// the run.
+func (r *run[T]) pauseFor(err error, resource string) {
 	d := serverDelay(err)
 	if d <= 0 || d > r.cfg.retry.maxWait() {
 		return
 	}
 	for _, u := range r.cfg.limiters {
+		if !u.applies(resource) {
+			continue
+		}
 		if p, ok := u.l.(interface{ Pause(time.Duration) }); ok {
 			p.Pause(d)
 		}
@@ -227,7 +233,7 @@ func (r *run[T]) waitLimiters(ctx context.Context, t Task[T], n int, hedge bool)
 		}
 		tokens := u.charge(t.Tokens)
 		if err = waitOn(ctx, u.l, tokens); err == nil {
-			err = r.coolDowns(ctx)
+			err = r.coolDowns(ctx, t.Resource)
 		}
 		if err != nil {
 			err = r.refusal(ctx, u.l, tokens, err)
@@ -239,13 +245,16 @@ func (r *run[T]) waitLimiters(ctx context.Context, t Task[T], n int, hedge bool)
 	return wait, err
 }
 
-// coolDowns waits until none of the run's limiters is cooling down: a
-// Throttle, or any limiter that says when its cooldown ends with an
-// Until() time.Time method.
-func (r *run[T]) coolDowns(ctx context.Context) error {
+// coolDowns waits until none of the limiters the tasks of resource wait
+// on is cooling down: a Throttle, or any limiter that says when its
+// cooldown ends with an Until() time.Time method.
+func (r *run[T]) coolDowns(ctx context.Context, resource string) error {
 	for {
 		waited := false
 		for _, u := range r.cfg.limiters {
+			if !u.applies(resource) {
+				continue
+			}
 			w, err := coolDown(ctx, u.l)
 			if err != nil {
 				return err

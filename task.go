@@ -186,7 +186,7 @@ func (r *run[T]) ready(ctx context.Context, t Task[T], n int, hedge bool) (p pas
 	}
 	// A guard may have made the attempt wait: a cooldown may have begun
 	// meanwhile.
-	if err = r.coolDowns(ctx); err != nil {
+	if err = r.coolDowns(ctx, t.Resource); err != nil {
 		return p, err
 	}
 	passed = true
@@ -239,7 +239,7 @@ func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo, p pass) (
 	ctx = r.obs.attemptStart(ctx, info)
 	v, err = r.call(ctx, t)
 	if err != nil {
-		r.pauseFor(err)
+		r.pauseFor(err, t.Resource)
 	}
 	if r.obs != nil {
 		info.Elapsed, info.Err = time.Since(start), err
