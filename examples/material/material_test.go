@@ -8,6 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +35,29 @@ func TestRunPrintsARecommendation(t *testing.T) {
 	assert.Contains(t, out.String(), "-> METAL (confidence 0.81)")
 	assert.Contains(t, out.String(), "six analyses:")
 	assert.Error(t, run(context.Background(), []string{"-part", "no-such-part"}, io.Discard))
+}
+
+func TestHelpIsNotAnError(t *testing.T) {
+	bin := buildMaterial(t)
+	cmd := exec.Command(bin, "-h")
+	cmd.Env = append(os.Environ(), "ANTHROPIC_API_KEY=")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "-h exits 0:\n%s", out)
+	assert.Contains(t, string(out), "-min-analyses int")
+	assert.NotContains(t, string(out), "help requested")
+}
+
+// buildMaterial builds the command, to run it as a user does.
+func buildMaterial(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to build the example with")
+	}
+	bin := filepath.Join(t.TempDir(), "material")
+	out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build:\n%s", out)
+	return bin
 }
 
 // messagesAPI is a local stand-in for the Anthropic Messages API, for the
