@@ -44,6 +44,13 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 	assert.InDelta(t, again.saved, resumed.saved+resumed.spent, 0.2, "what the pages cost in all")
 }
 
+func TestHelpIsNotAnError(t *testing.T) {
+	out, err := exec.Command(build(t), "-h").CombinedOutput()
+	require.NoError(t, err, "-h exits 0:\n%s", out)
+	assert.Contains(t, string(out), "-kill-after int")
+	assert.NotContains(t, string(out), "help requested")
+}
+
 func build(t *testing.T) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
