@@ -78,6 +78,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "summarising %d product pages, %d at a time; the journal %s holds %d results\n", *n, *limit, *path, j.Len())
 	m := &model{latency: *latency, killAfter: int64(*killAfter), journal: j, out: out}
 	rs, err := fanout.Run(ctx, pages(*n, m), fanout.WithJournal(j), fanout.WithLimit(*limit))
+	if rs == nil {
+		return err // bad input, such as a negative -limit: nothing ran
+	}
 	report(out, rs)
 	return err
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -42,6 +43,14 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 	again := parseSummary(t, out)
 	assert.Equal(t, summary{succeeded: 100, replayed: 100, saved: again.saved}, again, "nothing paid the third time")
 	assert.InDelta(t, again.saved, resumed.saved+resumed.spent, 0.2, "what the pages cost in all")
+}
+
+func TestBadFlagsAreAnError(t *testing.T) {
+	journal := filepath.Join(t.TempDir(), "resume.journal")
+	var out bytes.Buffer
+	err := run(t.Context(), []string{"-journal", journal, "-limit", "-1"}, &out)
+	assert.ErrorContains(t, err, "limit")
+	assert.NotContains(t, out.String(), "pages summarised", "nothing ran")
 }
 
 func TestHelpIsNotAnError(t *testing.T) {
