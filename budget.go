@@ -23,8 +23,9 @@ func (c Cost) reaches(max Cost) bool {
 }
 
 // Spend reports that the task running under ctx spent c. The run adds it to
-// the key's Result.Cost and to the run's total that [WithBudget] checks.
-// Outside a fanout task Spend does nothing. It is safe to call from
+// the key's Result.Cost and to the run's total that [WithBudget] checks;
+// in a run nested in a task (a [Call] or Run inside it), the task it is
+// nested in and that task's run count it too. Outside a fanout task Spend does nothing. It is safe to call from
 // goroutines the task starts, as long as they end before the task returns.
 func Spend(ctx context.Context, c Cost) {
 	if s, ok := ctx.Value(scopeKey{}).(*scope); ok {
@@ -172,12 +173,17 @@ func newScope(ctx context.Context, sem *Semaphore, run *spending) *scope {
 	return sc
 }
 
+// addSpent counts c for the task in hand and its run, and for each task
+// (and run) this one is nested in: what a nested Run or Call spends, the
+// task that made it spent.
 func (s *scope) addSpent(c Cost) {
-	s.mu.Lock()
-	s.spent = s.spent.Add(c)
-	s.mu.Unlock()
-	s.any.Store(true)
-	s.run.add(c)
+	for ; s != nil; s = s.parent {
+		s.mu.Lock()
+		s.spent = s.spent.Add(c)
+		s.mu.Unlock()
+		s.any.Store(true)
+		s.run.add(c)
+	}
 }
 
 // takeSpent returns what the task in hand spent, and starts afresh.
