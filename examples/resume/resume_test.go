@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"os/exec"
 	"path/filepath"
@@ -43,6 +44,51 @@ func TestResumeAfterSIGKILL(t *testing.T) {
 	again := parseSummary(t, out)
 	assert.Equal(t, summary{succeeded: 100, replayed: 100, saved: again.saved}, again, "nothing paid the third time")
 	assert.InDelta(t, again.saved, resumed.saved+resumed.spent, 0.2, "what the pages cost in all")
+}
+
+// TestResumeAfterTwoKills kills the rerun too, while its calls are in
+// flight, and checks that the journal it held open still gives back every
+// result of the first run, and that a third run pays only for the rest.
+func TestResumeAfterTwoKills(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no SIGKILL on Windows")
+	}
+	bin := build(t)
+	journal := filepath.Join(t.TempDir(), "resume.journal")
+	args := []string{"-journal", journal, "-latency", "10ms"}
+
+	out, err := exec.Command(bin, append(args, "-kill-after", "40")...).Output()
+	require.Error(t, err, "the first run kills itself:\n%s", out)
+	recorded := regexp.MustCompile(`with (\d+) results recorded`).FindSubmatch(out)
+	require.NotNil(t, recorded, "output:\n%s", out)
+
+	// The second run's calls never end: it is killed with the journal
+	// open and its calls in flight, once it has said what the journal held.
+	second := exec.Command(bin, "-journal", journal, "-latency", "1h")
+	stdout, err := second.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, second.Start())
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	require.NoError(t, err)
+	held := regexp.MustCompile(`holds (\d+) results`).FindStringSubmatch(line)
+	require.NotNil(t, held, line)
+	assert.GreaterOrEqual(t, atoi(t, []byte(held[1])), atoi(t, recorded[1]), "the results recorded before the crash, at least")
+	require.NoError(t, second.Process.Kill())
+	assert.EqualError(t, second.Wait(), "signal: killed")
+
+	out, err = exec.Command(bin, args...).Output()
+	require.NoError(t, err, "the journal opens again after the second kill:\n%s", out)
+	third := parseSummary(t, out)
+	assert.Equal(t, 100, third.succeeded)
+	assert.Equal(t, atoi(t, []byte(held[1])), third.replayed, "every result recorded before the first kill, none since")
+	assert.Equal(t, 100, third.replayed+third.called)
+}
+
+func atoi(t *testing.T, b []byte) int {
+	t.Helper()
+	n, err := strconv.Atoi(string(b))
+	require.NoError(t, err)
+	return n
 }
 
 func TestBadFlagsAreAnError(t *testing.T) {
