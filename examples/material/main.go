@@ -106,11 +106,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 // recommendAll recommends a material for each part in turn, and prints
 // what it found even for a part that gets no verdict, whose error it
-// keeps for the end.
+// keeps for the end. Once ctx ends, it asks about no more parts.
 func recommendAll(ctx context.Context, rc advisor.Recommender, parts []string, out io.Writer) error {
 	var noVerdict []error
 	succeeded := 0
 	for _, name := range parts {
+		if ctx.Err() != nil {
+			// The parts not asked yet would only show six skipped analyses.
+			noVerdict = append(noVerdict, fmt.Errorf("material: stopped before the %s: %w", name, context.Cause(ctx)))
+			break
+		}
 		p, err := advisor.LoadPart(name)
 		if err != nil {
 			return err

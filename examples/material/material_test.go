@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -69,6 +70,7 @@ type messagesAPI struct {
 	*httptest.Server
 	t      *testing.T
 	refuse func(who string, n int) (status int)
+	hold   func(r *http.Request, who string) // if set, called before answering
 	mu     sync.Mutex
 	calls  map[string]int
 }
@@ -80,7 +82,7 @@ func newMessagesAPI(t *testing.T, refuse func(who string, n int) int) *messagesA
 	return api
 }
 
-// Calls returns how many requests who made.
+// Calls returns how many requests who made; "*" counts everyone's.
 func (api *messagesAPI) Calls(who string) int {
 	api.mu.Lock()
 	defer api.mu.Unlock()
@@ -117,6 +119,7 @@ func (api *messagesAPI) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	api.mu.Lock()
 	api.calls[who]++
+	api.calls["*"]++
 	n := api.calls[who]
 	api.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
@@ -125,6 +128,9 @@ func (api *messagesAPI) serve(w http.ResponseWriter, r *http.Request) {
 			refuse(w, status)
 			return
 		}
+	}
+	if api.hold != nil {
+		api.hold(r, who)
 	}
 	answer, err := api.answer(r.Context(), who, user)
 	if err != nil {
@@ -343,6 +349,36 @@ func TestAnAnalystOutlastsA429ThenA529(t *testing.T) {
 		assert.EqualError(t, rec.Analyses[0].Err, "claude: 529 overloaded_error: Overloaded")
 		assert.Equal(t, 2, api.Calls("metal"))
 	})
+}
+
+func TestACancelledRunAsksAboutNoMoreParts(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	api := newMessagesAPI(t, nil)
+	// Every analyst waits for the run to end; the last to arrive ends it.
+	var mu sync.Mutex
+	arrived := 0
+	api.hold = func(r *http.Request, who string) {
+		mu.Lock()
+		arrived++
+		if arrived == len(advisor.Families) {
+			cancel(errors.New("stopped by the test"))
+		}
+		mu.Unlock()
+		<-r.Context().Done()
+	}
+	t.Setenv("ANTHROPIC_API_KEY", "test-key")
+	t.Setenv("ANTHROPIC_BASE_URL", api.URL)
+	var out bytes.Buffer
+	err := run(ctx, nil, &out)
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "material: stopped before the drone-arm: stopped by the test")
+	assert.Equal(t, 1, exitStatus(err), "not one analysis to show")
+	assert.Equal(t, 1, strings.Count(out.String(), "\n== "), "only the first part is shown:\n%s", out.String())
+	assert.Contains(t, out.String(), "== door seal")
+	assert.Equal(t, 6, strings.Count(out.String(), "stopped by the test"), "each analysis says why it failed")
+	assert.Zero(t, api.Calls("judge"))
+	assert.Equal(t, len(advisor.Families), api.Calls("*"), "no analyst of a later part was asked")
 }
 
 func TestDecodeJSON(t *testing.T) {
