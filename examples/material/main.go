@@ -16,7 +16,9 @@
 // default: enough for a 429 and then a 529), waiting what a 429's
 // Retry-After asks. The judge is asked only once -min-analyses of the six
 // analyses succeeded (3 by default); otherwise the part gets no verdict.
-// Either way the analyses are printed, paid for as they are.
+// Either way the analyses are printed, paid for as they are. Ctrl-C
+// stops the run: the calls in flight are cancelled, the part they were
+// for is printed with them, and no later part is asked about.
 //
 // The exit status is 0 when every part got a verdict; 3 when some part
 // got none (its judge failed, or too few analyses succeeded) but at least
@@ -32,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
 	"time"
 
@@ -40,7 +43,9 @@ import (
 )
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return // -h: the usage is printed
 		}

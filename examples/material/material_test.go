@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -76,7 +77,15 @@ type messagesAPI struct {
 }
 
 func newMessagesAPI(t *testing.T, refuse func(who string, n int) int) *messagesAPI {
-	api := &messagesAPI{t: t, refuse: refuse, calls: map[string]int{}}
+	return startMessagesAPI(t, &messagesAPI{t: t, refuse: refuse, calls: map[string]int{}})
+}
+
+// newHoldingAPI is a messagesAPI that calls hold before answering.
+func newHoldingAPI(t *testing.T, hold func(r *http.Request, who string)) *messagesAPI {
+	return startMessagesAPI(t, &messagesAPI{t: t, hold: hold, calls: map[string]int{}})
+}
+
+func startMessagesAPI(t *testing.T, api *messagesAPI) *messagesAPI {
 	api.Server = httptest.NewServer(http.HandlerFunc(api.serve))
 	t.Cleanup(api.Close)
 	return api
@@ -354,11 +363,10 @@ func TestAnAnalystOutlastsA429ThenA529(t *testing.T) {
 func TestACancelledRunAsksAboutNoMoreParts(t *testing.T) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	api := newMessagesAPI(t, nil)
 	// Every analyst waits for the run to end; the last to arrive ends it.
 	var mu sync.Mutex
 	arrived := 0
-	api.hold = func(r *http.Request, who string) {
+	api := newHoldingAPI(t, func(r *http.Request, who string) {
 		mu.Lock()
 		arrived++
 		if arrived == len(advisor.Families) {
@@ -366,7 +374,7 @@ func TestACancelledRunAsksAboutNoMoreParts(t *testing.T) {
 		}
 		mu.Unlock()
 		<-r.Context().Done()
-	}
+	})
 	t.Setenv("ANTHROPIC_API_KEY", "test-key")
 	t.Setenv("ANTHROPIC_BASE_URL", api.URL)
 	var out bytes.Buffer
@@ -379,6 +387,41 @@ func TestACancelledRunAsksAboutNoMoreParts(t *testing.T) {
 	assert.Equal(t, 6, strings.Count(out.String(), "stopped by the test"), "each analysis says why it failed")
 	assert.Zero(t, api.Calls("judge"))
 	assert.Equal(t, len(advisor.Families), api.Calls("*"), "no analyst of a later part was asked")
+}
+
+func TestCtrlCStopsTheRunAndShowsWhatItHad(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no SIGINT to send on Windows")
+	}
+	bin := buildMaterial(t)
+	// Every analyst of the first part waits for the request to end.
+	allIn := make(chan struct{})
+	var mu sync.Mutex
+	arrived := 0
+	api := newHoldingAPI(t, func(r *http.Request, who string) {
+		mu.Lock()
+		if arrived++; arrived == len(advisor.Families) {
+			close(allIn)
+		}
+		mu.Unlock()
+		<-r.Context().Done()
+	})
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "ANTHROPIC_API_KEY=test-key", "ANTHROPIC_BASE_URL="+api.URL)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Start())
+	<-allIn
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "stdout:\n%s\nstderr:\n%s", &stdout, &stderr)
+	assert.Equal(t, 1, exit.ExitCode(), "not one analysis to show")
+	assert.Equal(t, 1, strings.Count(stdout.String(), "\n== "), "only the first part:\n%s", &stdout)
+	assert.Equal(t, 6, strings.Count(stdout.String(), "interrupt"), "each analysis says why it failed:\n%s", &stdout)
+	assert.Contains(t, stderr.String(), "material: stopped before the drone-arm: interrupt")
+	assert.Zero(t, api.Calls("judge"))
+	assert.Equal(t, len(advisor.Families), api.Calls("*"))
 }
 
 func TestDecodeJSON(t *testing.T) {
