@@ -257,3 +257,29 @@ func TestAJudgeThatFindsNothingSuitableIsNotRetried(t *testing.T) {
 		assert.Equal(t, 1, rec.Judgement.Attempts)
 	})
 }
+
+func TestAJudgeThatFindsNothingSuitableSaysOnlyWhatItKnows(t *testing.T) {
+	p := advisor.Part{Name: "impossible part", Needs: advisor.Requirements{MinTensile: 1e6}}
+	tests := []struct {
+		name string
+		give advisor.Analyst
+		want string
+	}{
+		{"every family heard from and ruled out", advisor.TableAnalyst{},
+			"the judge failed after 1 attempt: material: no family suits the impossible part " +
+				"(ruled out: metal, polymer, ceramic, composite, elastomer, wood)"},
+		{"some families not heard from", failing{ok: map[string]bool{"metal": true, "wood": true}},
+			"(ruled out: metal, wood; not heard from: polymer (no analysis: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				rc := advisor.Recommender{Analyst: tt.give, Judge: advisor.TableJudge{}, MinAnalyses: 1}
+				_, err := rc.Recommend(context.Background(), p)
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.want)
+				assert.NotContains(t, err.Error(), "from: )", "no empty list")
+			})
+		})
+	}
+}

@@ -51,9 +51,12 @@ func (TableJudge) Judge(_ context.Context, p Part, results []fanout.Result[Analy
 		}
 	}
 	if len(ok) == 0 {
+		why := "ruled out: " + strings.Join(out, ", ")
+		if len(missing) > 0 {
+			why += "; not heard from: " + strings.Join(missing, ", ")
+		}
 		// Permanent: the same analyses would rule out the same families.
-		return Verdict{}, backoff.Permanent(fmt.Errorf("material: no family suits the %s (ruled out: %s; not heard from: %s)",
-			p.Name, strings.Join(out, ", "), strings.Join(missing, ", ")))
+		return Verdict{}, backoff.Permanent(fmt.Errorf("material: no family suits the %s (%s)", p.Name, why))
 	}
 	slices.SortStableFunc(ok, func(a, b Analysis) int { return cmp.Compare(b.Suitability, a.Suitability) })
 	best := ok[0]
