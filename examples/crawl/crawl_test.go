@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -259,4 +260,44 @@ func atoi(t *testing.T, s string) int {
 	n, err := strconv.Atoi(s)
 	require.NoError(t, err)
 	return n
+}
+
+// TestCyclesAndDuplicateLinksFetchEachPageOnce crawls, over loopback, a
+// hand-written site whose pages link to themselves and to each other in a
+// cycle, several times over and in every spelling of the same URL: each
+// crawler must request each page once, and find every page.
+func TestCyclesAndDuplicateLinksFetchEachPageOnce(t *testing.T) {
+	pages := map[string]string{
+		"/a": `<a href="/a">self</a><a href="#top">self</a><a href="b">b</a><a href="/b#x">b</a><a href="./c">c</a>`,
+		"/b": `<a href="/a">back</a><a href="/c">c</a><a href="/c">c again</a><a href="/b/../a">a</a>`,
+		"/c": `<a href="HOST/a">a</a><a href="HOST/b#y">b</a><a href="/c">self</a>`,
+	}
+	for _, cr := range crawlers {
+		t.Run(cr.name, func(t *testing.T) {
+			var mu sync.Mutex
+			requests := map[string]int{}
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				requests[r.URL.Path]++
+				mu.Unlock()
+				body, ok := pages[r.URL.Path]
+				if !ok {
+					http.NotFound(w, r)
+					return
+				}
+				fmt.Fprint(w, strings.ReplaceAll(body, "HOST", "http://"+r.Host))
+			}))
+			defer srv.Close()
+			client := &http.Client{}
+			defer client.CloseIdleConnections()
+			rep, err := cr.crawl(t.Context(), srv.URL+"/a", testConfig(client, []string{srv.Listener.Addr().String()}))
+			require.NoError(t, err)
+			assert.Equal(t, []string{srv.URL + "/a", srv.URL + "/b", srv.URL + "/c"}, rep.Fetched)
+			assert.Empty(t, rep.NotFound)
+			assert.Empty(t, rep.Failed)
+			mu.Lock()
+			defer mu.Unlock()
+			assert.Equal(t, map[string]int{"/a": 1, "/b": 1, "/c": 1}, requests)
+		})
+	}
 }
