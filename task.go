@@ -147,6 +147,7 @@ func (r *run[T]) attempts(ctx context.Context, t Task[T], res *Result[T]) {
 type pass struct {
 	wait   time.Duration
 	guards []func(Outcome)
+	won    *atomic.Bool // hedged: set when the attempt succeeds, before its budget and guards are given back
 }
 
 // ready waits on the run's rate limiters for the n-th attempt of t, or a
@@ -238,6 +239,9 @@ func (r *run[T]) try(ctx context.Context, t Task[T], info AttemptInfo, p pass) (
 	err = ErrGoexit // what the guards hear if the call never returns
 	ctx = r.obs.attemptStart(ctx, info)
 	v, err = r.call(ctx, t)
+	if err == nil && p.won != nil {
+		p.won.Store(true) // before done and tell let a held copy through
+	}
 	if err != nil {
 		r.pauseFor(err, t.Resource)
 	}
@@ -294,6 +298,8 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, p pass
 	defer cancel(nil)
 	done := make(chan outcome[T], 2)
 	var ended atomic.Bool // set as soon as the attempt returns, before it reports
+	var won atomic.Bool
+	p.won = &won
 	start := time.Now()
 	calls.Go(func() { r.firstCopy(ctx, t, info, p, &ended, done) })
 
@@ -306,7 +312,7 @@ func (r *run[T]) hedged(ctx context.Context, t Task[T], info AttemptInfo, p pass
 		return first.v, first.err
 	}
 	r.obs.hedge(ctx, HedgeInfo{Key: t.Key, Attempt: info.Attempt, After: time.Since(start)})
-	calls.Go(func() { r.secondCopy(ctx, t, info, done) })
+	calls.Go(func() { r.secondCopy(ctx, t, info, &won, done) })
 
 	first = <-done
 	if first.err == nil {
@@ -374,8 +380,10 @@ func (r *run[T]) firstCopy(ctx context.Context, t Task[T], info AttemptInfo, p p
 }
 
 // secondCopy waits on the limiters and the budget like any attempt, then
-// runs the hedged copy.
-func (r *run[T]) secondCopy(ctx context.Context, t Task[T], info AttemptInfo, done chan<- outcome[T]) {
+// runs the hedged copy, unless the attempt has won meanwhile: a copy held
+// by the budget or a guard until the attempt ended is let through by the
+// very end of an attempt that may have succeeded.
+func (r *run[T]) secondCopy(ctx context.Context, t Task[T], info AttemptInfo, won *atomic.Bool, done chan<- outcome[T]) {
 	o := outcome[T]{hedge: true, err: ErrGoexit}
 	var start time.Duration
 	defer func() {
@@ -389,6 +397,12 @@ func (r *run[T]) secondCopy(ctx context.Context, t Task[T], info AttemptInfo, do
 	}()
 	p, err := r.ready(ctx, t, info.Attempt, true)
 	if o.wait, o.err = p.wait, err; err != nil {
+		return
+	}
+	if won.Load() {
+		tell(p.guards, Outcome{Err: ErrHedgeLost})
+		r.spend.done(int64(t.Tokens))
+		o.err = ErrHedgeLost
 		return
 	}
 	info.Hedge, info.LimiterWait = true, o.wait
