@@ -40,6 +40,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -52,7 +53,8 @@ type Task[T any] struct {
 	// Do does the work. It should return promptly when ctx is done; if
 	// it does not, the run waits for it all the same.
 	Do func(ctx context.Context) (T, error)
-	// Weight is the task's vote in weighted aggregators; zero means 1.
+	// Weight is the task's vote in weighted aggregators; zero means 1. It
+	// must be finite and not negative.
 	Weight float64
 	// Priority orders the start of tasks when slots are scarce: higher
 	// starts first, equal priorities keep input order.
@@ -369,6 +371,8 @@ func validateTask[T any](c *config, i int, t Task[T]) error {
 		return fmt.Errorf("fanout: task %q: nil Do", t.Key)
 	case t.Weight < 0:
 		return fmt.Errorf("fanout: task %q: negative Weight %v", t.Key, t.Weight)
+	case math.IsNaN(t.Weight) || math.IsInf(t.Weight, 1):
+		return fmt.Errorf("fanout: task %q: Weight %v is not a finite number", t.Key, t.Weight)
 	case t.Tokens < 0:
 		return fmt.Errorf("fanout: task %q: negative Tokens %d", t.Key, t.Tokens)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -130,6 +131,8 @@ func TestBadInput(t *testing.T) {
 		{"duplicate key", []fanout.Task[int]{ok, value("b", 2), ok}, nil, `fanout: duplicate key "ok" (tasks 0 and 2)`},
 		{"nil Do", []fanout.Task[int]{ok, nilDo}, nil, `fanout: task "nodo": nil Do`},
 		{"negative weight", []fanout.Task[int]{{Key: "w", Do: ok.Do, Weight: -1}}, nil, `fanout: task "w": negative Weight -1`},
+		{"NaN weight", []fanout.Task[int]{{Key: "w", Do: ok.Do, Weight: math.NaN()}}, nil, `fanout: task "w": Weight NaN is not a finite number`},
+		{"infinite weight", []fanout.Task[int]{{Key: "w", Do: ok.Do, Weight: math.Inf(1)}}, nil, `fanout: task "w": Weight +Inf is not a finite number`},
 		{"negative tokens", []fanout.Task[int]{{Key: "t", Do: ok.Do, Tokens: -2}}, nil, `fanout: task "t": negative Tokens -2`},
 		{"negative limit", []fanout.Task[int]{ok}, []fanout.Option{fanout.WithLimit(-1)}, `fanout: WithLimit(-1): limit must not be negative`},
 		{"negative task timeout", []fanout.Task[int]{ok}, []fanout.Option{fanout.WithTaskTimeout(-time.Second)}, `fanout: WithTaskTimeout(-1s): timeout must not be negative`},
