@@ -91,8 +91,12 @@ func WithRequestLimit(l Limiter) Option {
 //
 // The waiters of a cooldown are released over a short window after it
 // ends (a fifth of the pause, at most 5 s), not all in the same instant,
-// so that they do not trip the server's limit again together. A Throttle
-// is safe for concurrent use.
+// so that they do not trip the server's limit again together. Tasks that
+// had their limiter's tokens before the pause are among those waiters,
+// so the window can see more starts than the wrapped limiter's rate
+// alone would allow; a server that counts strictly per window wants the
+// limiter set a little below its limit. A Throttle is safe for
+// concurrent use.
 type Throttle struct {
 	l      Limiter
 	mu     sync.Mutex

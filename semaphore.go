@@ -12,7 +12,8 @@ import (
 // A task holding a slot may itself call Run with the same Semaphore: the
 // nested run borrows its caller's slot for one task at a time, so nested
 // fan-outs always make progress even when every slot is held by callers
-// waiting on them.
+// waiting on them. A slot is a task's, not a call's: a hedged task's
+// attempt and its copy run under its one slot.
 //
 // Make one with NewSemaphore: the zero Semaphore has no slots, and
 // WithSemaphore refuses it.
