@@ -253,7 +253,7 @@ func TestAJudgeThatFindsNothingSuitableIsNotRetried(t *testing.T) {
 		rc := advisor.Recommender{Analyst: failing{ok: map[string]bool{"polymer": true, "ceramic": true, "wood": true}},
 			Judge: advisor.TableJudge{}, Timeout: time.Second}
 		rec, err := rc.Recommend(context.Background(), p)
-		assert.ErrorContains(t, err, "the judge failed after 1 attempt: material: no family suits the drone arm")
+		assert.ErrorContains(t, err, "the judge failed after 1 attempt: no family suits the drone arm")
 		assert.Equal(t, 1, rec.Judgement.Attempts)
 	})
 }
@@ -266,7 +266,7 @@ func TestAJudgeThatFindsNothingSuitableSaysOnlyWhatItKnows(t *testing.T) {
 		want string
 	}{
 		{"every family heard from and ruled out", advisor.TableAnalyst{},
-			"the judge failed after 1 attempt: material: no family suits the impossible part " +
+			"the judge failed after 1 attempt: no family suits the impossible part " +
 				"(ruled out: metal, polymer, ceramic, composite, elastomer, wood)"},
 		{"some families not heard from", failing{ok: map[string]bool{"metal": true, "wood": true}},
 			"(ruled out: metal, wood; not heard from: polymer (no analysis: "},

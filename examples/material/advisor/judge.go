@@ -56,7 +56,7 @@ func (TableJudge) Judge(_ context.Context, p Part, results []fanout.Result[Analy
 			why += "; not heard from: " + strings.Join(missing, ", ")
 		}
 		// Permanent: the same analyses would rule out the same families.
-		return Verdict{}, backoff.Permanent(fmt.Errorf("material: no family suits the %s (%s)", p.Name, why))
+		return Verdict{}, backoff.Permanent(fmt.Errorf("no family suits the %s (%s)", p.Name, why))
 	}
 	slices.SortStableFunc(ok, func(a, b Analysis) int { return cmp.Compare(b.Suitability, a.Suitability) })
 	best := ok[0]
