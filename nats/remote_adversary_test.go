@@ -215,15 +215,7 @@ func TestAdversaryStoppedWorkerStoresAResultItAlreadyHas(t *testing.T) {
 		})
 	}, fanoutnats.WithName("first"))
 
-	b := c.Batch()
-	done := make(chan fanout.Result[string], 1)
-	go func() {
-		rs, _ := fanout.Run(context.Background(),
-			[]fanout.Task[string]{fanoutnats.Remote[string, string](b, "job", "k", "x")},
-			fanout.WithTimeout(20*time.Second))
-		r, _ := rs.Get("k")
-		done <- r
-	}()
+	done := runJobInBackground(c.Batch())
 	started.wait(t)
 	go first.stop() // Serve's context ends while the handler runs
 	var again atomic.Int32
@@ -256,15 +248,7 @@ func TestAdversaryStoppedWorkerHandsBackAndTheTaskRunsOnceMore(t *testing.T) {
 		})
 	}, fanoutnats.WithName("first"), fanoutnats.WithConcurrency(1))
 
-	b := c.Batch()
-	done := make(chan fanout.Result[string], 1)
-	go func() {
-		rs, _ := fanout.Run(context.Background(),
-			[]fanout.Task[string]{fanoutnats.Remote[string, string](b, "job", "k", "x")},
-			fanout.WithTimeout(20*time.Second))
-		r, _ := rs.Get("k")
-		done <- r
-	}()
+	done := runJobInBackground(c.Batch())
 	started.wait(t)
 	first.shutdown()
 	second := e.worker(func(w *fanoutnats.Worker) {
@@ -747,4 +731,18 @@ func TestAdversaryWorkerNameCannotForgeReplyHeaders(t *testing.T) {
 	var re *fanoutnats.RemoteError
 	require.ErrorAs(t, r.Err, &re, "the handler's error, whatever the worker's name")
 	assert.Equal(t, fanoutnats.CodeError, re.Code)
+}
+
+// runJobInBackground runs key "k" of task "job" through b, and delivers
+// its Result once the run ends, within 20 s.
+func runJobInBackground(b *fanoutnats.Batch) <-chan fanout.Result[string] {
+	done := make(chan fanout.Result[string], 1)
+	go func() {
+		rs, _ := fanout.Run(context.Background(),
+			[]fanout.Task[string]{fanoutnats.Remote[string, string](b, "job", "k", "x")},
+			fanout.WithTimeout(20*time.Second))
+		r, _ := rs.Get("k")
+		done <- r
+	}()
+	return done
 }
