@@ -35,7 +35,8 @@ import (
 // error answer of the API settles 0, since the server rejected the call
 // without serving it; a call cut short (a timeout, a lost hedge, a
 // cancelled run) settles nothing, and keeps the estimate charged, since
-// the server may have counted it.
+// the server may have counted it; so does a served call whose response
+// reports no usage.
 //
 // With [WithLimits], every response's rate-limit headers feed the [Limits]
 // the run waits on. An answer with an error status whose body was cut off
@@ -67,7 +68,9 @@ func Message(client anthropic.Client, params anthropic.MessageNewParams, opts ..
 		}
 		used := cfg.count(msg.Usage)
 		fanout.Spend(ctx, fanout.Cost{Tokens: int64(used), Cents: cfg.prices.cents(msg.Usage, 1)})
-		fanout.Settle(ctx, used)
+		if used > 0 { // no usage reported: nothing to correct the estimate by
+			fanout.Settle(ctx, used)
+		}
 		return msg, nil
 	}
 }

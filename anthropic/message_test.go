@@ -224,3 +224,17 @@ func TestEstimate(t *testing.T) {
 	params.Messages = append(params.Messages, anthropic.NewUserMessage(anthropic.NewImageBlockBase64("image/png", "iVBORw0KGgo=")))
 	assert.Equal(t, 100+4+20+5+4+1600, fanoutanthropic.Estimate(params))
 }
+
+// TestMessageWithoutUsageKeepsTheEstimate: a served message whose
+// response reports no usage (a proxy that strips it, say) gives the
+// limiter nothing to correct its charge by: the estimate stands.
+func TestMessageWithoutUsageKeepsTheEstimate(t *testing.T) {
+	api := newRawAPI(t, answer(200, `{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5",`+
+		`"content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn"}`, "Content-Type", "application/json"))
+	l := &ledger{}
+	tk := task(api.client(), "a")
+	_, err := fanout.Run(context.Background(), []fanout.Task[*anthropic.Message]{tk}, fanout.WithRateLimit(l))
+	require.NoError(t, err)
+	assert.Equal(t, tk.Tokens, l.total())
+	assert.Zero(t, l.settles)
+}

@@ -36,7 +36,8 @@ import (
 // A call the server rejected (any API error: it served nothing) is
 // settled at 0. A call cut before the server answered (a timeout, a
 // cancellation, a broken connection) is not settled: the server may have
-// served it, so the estimate stands.
+// served it, so the estimate stands; so does the estimate of a served
+// call whose response reports no usage (a proxy that strips it, say).
 //
 // Options: [WithPrices], [WithLimits], [WithRequestOptions]. Chat panics
 // if an option is invalid (a negative price, a nil Limits): that is a
@@ -97,7 +98,9 @@ func call[T any](ctx context.Context, cfg *config, do func(context.Context, ...o
 		return zero, Classify(err)
 	}
 	u := used(v)
-	fanout.Settle(ctx, int(u.total))
+	if u.total > 0 { // no usage reported: nothing to correct the estimate by
+		fanout.Settle(ctx, int(u.total))
+	}
 	fanout.Spend(ctx, fanout.Cost{Tokens: u.total, Cents: cfg.prices.cents(u)})
 	return v, nil
 }

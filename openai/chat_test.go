@@ -86,6 +86,15 @@ func TestChat(t *testing.T) {
 		assert.Equal(t, 1, s.hits["bad"], "a 400 is not retried")
 		assert.Equal(t, 1, s.hits["quota"], "an exhausted quota is not retried")
 	})
+	t.Run("a served call that reports no usage keeps its estimate", func(t *testing.T) {
+		api := newRawAPI(t, answer(200, "application/json",
+			`{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"ok"}}]}`))
+		l := &ledger{}
+		_, err := fanout.Run(context.Background(), []fanout.Task[*openai.ChatCompletion]{chatTask(api.client(), "a")},
+			fanout.WithRateLimit(l))
+		require.NoError(t, err)
+		assert.Equal(t, 104, l.total(), "nothing to settle by: the estimate stands")
+	})
 	t.Run("a call cut before the answer keeps its estimate", func(t *testing.T) {
 		api := newFakeAPI(t)
 		api.script("slow", slow(10*time.Second))
