@@ -169,7 +169,19 @@ func (b *Batch) resume(ctx context.Context, name, key string) (data []byte, err 
 	if !first {
 		return nil, nil, false
 	}
+	// The task first, then the reply: a worker stores its reply before it
+	// acknowledges the task, so a task found gone was either never sent
+	// or has its reply stored by now. The other order has a window, a
+	// task finishing between the two looks, in which the key would run
+	// again.
 	c := b.c
+	m, err := c.queuedTask(ctx, taskSubject(c.cfg.prefix, c.cfg.tenant, name, b.id, key))
+	if cause := context.Cause(ctx); cause != nil {
+		return nil, cause, true
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fanoutnats: resume key %q: look up its task: %w", key, err), true
+	}
 	r, err := c.storedReply(ctx, b.id, key)
 	if cause := context.Cause(ctx); cause != nil {
 		return nil, cause, true
@@ -181,13 +193,6 @@ func (b *Batch) resume(ctx context.Context, name, key string) (data []byte, err 
 	if r != nil && r.Header.Get(hdrStatus) == "ok" && sameKey(r.Header, key) {
 		c.stats.resumed.Add(1)
 		return r.Data, nil, true
-	}
-	m, err := c.queuedTask(ctx, taskSubject(c.cfg.prefix, c.cfg.tenant, name, b.id, key))
-	if cause := context.Cause(ctx); cause != nil {
-		return nil, cause, true
-	}
-	if err != nil {
-		return nil, fmt.Errorf("fanoutnats: resume key %q: look up its task: %w", key, err), true
 	}
 	if m == nil || m.Header.Get(hdrTask) == "" || !sameKey(m.Header, key) {
 		return nil, nil, false
