@@ -109,11 +109,7 @@ func TestResumedBatchRunsNoFinishedKeyAgainAfterAClientCrash(t *testing.T) {
 			}
 			return n * n, nil
 		})
-		// Handlers wait on the gate across the crash and the resume: a
-		// longer AckWait, so that heartbeats delayed on a loaded machine
-		// cannot have a task redelivered, and paid twice, while its
-		// handler still runs (it failed so once in a full -race run).
-	}, fanoutnats.WithConcurrency(4), fanoutnats.WithAckWait(3*time.Second))
+	}, fanoutnats.WithConcurrency(4))
 	const batch = "nightly-42"
 	kill := startCrashChild(t, "remote,"+e.srv.URL()+","+batch+",")
 	require.Eventually(t, func() bool { return total(paid) > crashKeys/4 && e.queued() > 4 }, 30*time.Second, time.Millisecond)
