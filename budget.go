@@ -25,8 +25,9 @@ func (c Cost) reaches(max Cost) bool {
 // Spend reports that the task running under ctx spent c. The run adds it to
 // the key's Result.Cost and to the run's total that [WithBudget] checks;
 // in a run nested in a task (a [Call] or Run inside it), the task it is
-// nested in and that task's run count it too. Outside a fanout task Spend does nothing. It is safe to call from
-// goroutines the task starts, as long as they end before the task returns.
+// nested in and that task's run count it too. Outside a fanout task Spend
+// does nothing. It is safe to call from goroutines the task starts, as
+// long as they end before the task returns.
 func Spend(ctx context.Context, c Cost) {
 	if s, ok := ctx.Value(scopeKey{}).(*scope); ok {
 		s.addSpent(c)

@@ -85,9 +85,9 @@ func WithRequestLimit(l Limiter) Option {
 // that every task sharing one backs off, not only the one that was told
 // to; and after every limiter an attempt waits on, it waits out again the
 // cooldown of each of its limiters that says when it ends with an
-// Until() time.Time method, as Throttle does. A plain *rate.Limiter has no cooldown: wrap
-// it with NewThrottle to have one, and pass the same Throttle to every run
-// that shares it.
+// Until() time.Time method, as Throttle does. A plain *rate.Limiter has
+// no cooldown: wrap it with NewThrottle to have one, and pass the same
+// Throttle to every run that shares it.
 //
 // The waiters of a cooldown are released over a short window after it
 // ends (a fifth of the pause, at most 5 s), not all in the same instant,

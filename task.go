@@ -179,8 +179,7 @@ func (r *run[T]) ready(ctx context.Context, t Task[T], n int, hedge bool) (p pas
 		} else if err == nil {
 			err = ErrGoexit
 		}
-		tell(p.guards, Outcome{Err: err})
-		r.spend.done(int64(t.Tokens))
+		r.giveBack(t, p, err)
 	}()
 	if err = r.admit(ctx, Admission{Key: t.Key, Attempt: n, Hedge: hedge}, &p.guards); err != nil {
 		return p, err
@@ -192,6 +191,14 @@ func (r *run[T]) ready(ctx context.Context, t Task[T], n int, hedge bool) (p pas
 	}
 	passed = true
 	return p, nil
+}
+
+// giveBack ends an attempt of t that ready let through and that will not
+// be made after all: the guards it passed hear err, and the budget has its
+// estimate back.
+func (r *run[T]) giveBack(t Task[T], p pass, err error) {
+	tell(p.guards, Outcome{Err: err})
+	r.spend.done(int64(t.Tokens))
 }
 
 // notStarted is the error of a key whose next attempt could not start:
@@ -400,8 +407,7 @@ func (r *run[T]) secondCopy(ctx context.Context, t Task[T], info AttemptInfo, wo
 		return
 	}
 	if won.Load() {
-		tell(p.guards, Outcome{Err: ErrHedgeLost})
-		r.spend.done(int64(t.Tokens))
+		r.giveBack(t, p, ErrHedgeLost)
 		o.err = ErrHedgeLost
 		return
 	}
