@@ -56,9 +56,10 @@ const (
 
 // RemoteError is an error a worker returned for a task. Its Code decides
 // how it matches on the client side: a CodeTimeout error matches
-// [fanout.ErrTaskTimeout], a CodeGoexit one [fanout.ErrGoexit], and the client wraps permanent codes in
-// [backoff.Permanent] and panics in a [*fanout.PanicError], so the core's
-// retry policy treats them as it would local ones. errors.As finds the
+// [fanout.ErrTaskTimeout], a CodeGoexit one [fanout.ErrGoexit], and the
+// client wraps permanent codes in [backoff.Permanent] and panics in a
+// [*fanout.PanicError], so the core's retry policy treats them as it
+// would local ones. errors.As finds the
 // RemoteError under either wrapper.
 type RemoteError struct {
 	Code    Code
