@@ -193,17 +193,8 @@ func TestManyRunsAndHTTPReadersAtOnce(t *testing.T) {
 	ctx, stop := context.WithCancel(t.Context())
 	var readers sync.WaitGroup
 	var reads atomic.Int64
-	var bad []string
-	var badMu sync.Mutex
-	check := func(ok bool, format string, args ...any) {
-		if !ok {
-			badMu.Lock()
-			if len(bad) < 20 {
-				bad = append(bad, fmt.Sprintf(format, args...))
-			}
-			badMu.Unlock()
-		}
-	}
+	var found findings
+	check := found.check
 	for range 4 {
 		readers.Go(func() {
 			for ctx.Err() == nil {
@@ -272,7 +263,7 @@ func TestManyRunsAndHTTPReadersAtOnce(t *testing.T) {
 	readers.Wait()
 
 	assert.Positive(t, reads.Load())
-	assert.Empty(t, bad)
+	assert.Empty(t, found.list())
 	s := p.Snapshot()
 	want.Finished = 24 - int(s.Untracked)
 	require.Len(t, s.Names, 1)
@@ -323,17 +314,8 @@ func TestARunReadAsItEndsIsConsistent(t *testing.T) {
 	obs := p.Observer("edge")
 	ctx, stop := context.WithCancel(t.Context())
 	var readers sync.WaitGroup
-	var bad []string
-	var badMu sync.Mutex
-	check := func(ok bool, format string, args ...any) {
-		if !ok {
-			badMu.Lock()
-			if len(bad) < 20 {
-				bad = append(bad, fmt.Sprintf(format, args...))
-			}
-			badMu.Unlock()
-		}
-	}
+	var found findings
+	check := found.check
 	for range 2 {
 		readers.Go(func() {
 			for ctx.Err() == nil {
@@ -353,5 +335,28 @@ func TestARunReadAsItEndsIsConsistent(t *testing.T) {
 	}
 	stop()
 	readers.Wait()
-	assert.Empty(t, bad)
+	assert.Empty(t, found.list())
+}
+
+// findings gathers, from many goroutines, the first 20 broken checks.
+type findings struct {
+	mu  sync.Mutex
+	bad []string
+}
+
+func (f *findings) check(ok bool, format string, args ...any) {
+	if ok {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.bad) < 20 {
+		f.bad = append(f.bad, fmt.Sprintf(format, args...))
+	}
+}
+
+func (f *findings) list() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.bad
 }
