@@ -34,6 +34,21 @@ func benchTasks(n int) []fanout.Task[int] {
 	return tasks
 }
 
+// eachSize runs op once per loop over benchTasks(n), as the sub-benchmark
+// prefix+"n=N" for each of sizes, and reports the time per task.
+func eachSize(b *testing.B, prefix string, op func(b *testing.B, tasks []fanout.Task[int])) {
+	for _, n := range sizes {
+		b.Run(fmt.Sprint(prefix, "n=", n), func(b *testing.B) {
+			tasks := benchTasks(n)
+			b.ReportAllocs()
+			for b.Loop() {
+				op(b, tasks)
+			}
+			perTask(b, n)
+		})
+	}
+}
+
 func perTask(b *testing.B, n int) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/task")
 	b.ReportMetric(0, "ns/op")
@@ -42,27 +57,21 @@ func perTask(b *testing.B, n int) {
 // BenchmarkFloor is the least a fan-out can cost: a fixed set of workers
 // claiming indices with an atomic counter, results into a slice.
 func BenchmarkFloor(b *testing.B) {
-	for _, n := range sizes {
-		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
-			tasks := benchTasks(n)
-			b.ReportAllocs()
-			for b.Loop() {
-				vals := make([]int, n)
-				errs := make([]error, n)
-				var next atomic.Int64
-				var wg sync.WaitGroup
-				for range benchLimit {
-					wg.Go(func() {
-						for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-							vals[i], errs[i] = tasks[i].Do(context.Background())
-						}
-					})
+	eachSize(b, "", func(b *testing.B, tasks []fanout.Task[int]) {
+		n := len(tasks)
+		vals := make([]int, n)
+		errs := make([]error, n)
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range benchLimit {
+			wg.Go(func() {
+				for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+					vals[i], errs[i] = tasks[i].Do(context.Background())
 				}
-				wg.Wait()
-			}
-			perTask(b, n)
-		})
-	}
+			})
+		}
+		wg.Wait()
+	})
 }
 
 // BenchmarkFloorKeyed is the floor plus what Run gives on top of it: a
@@ -70,60 +79,46 @@ func BenchmarkFloor(b *testing.B) {
 // monotonic clock read per task).
 func BenchmarkFloorKeyed(b *testing.B) {
 	epoch := time.Now()
-	for _, n := range sizes {
-		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
-			tasks := benchTasks(n)
-			b.ReportAllocs()
-			for b.Loop() {
-				index := make(map[string]int, n)
-				for i, t := range tasks {
-					index[t.Key] = i
+	eachSize(b, "", func(b *testing.B, tasks []fanout.Task[int]) {
+		n := len(tasks)
+		index := make(map[string]int, n)
+		for i, t := range tasks {
+			index[t.Key] = i
+		}
+		if len(index) != n {
+			b.Fatal("duplicate key")
+		}
+		type result struct {
+			key     string
+			val     int
+			err     error
+			elapsed time.Duration
+		}
+		results := make([]result, n)
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range benchLimit {
+			wg.Go(func() {
+				now := time.Since(epoch)
+				for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+					r := &results[i]
+					r.key = tasks[i].Key
+					r.val, r.err = tasks[i].Do(context.Background())
+					end := time.Since(epoch)
+					r.elapsed, now = end-now, end
 				}
-				if len(index) != n {
-					b.Fatal("duplicate key")
-				}
-				type result struct {
-					key     string
-					val     int
-					err     error
-					elapsed time.Duration
-				}
-				results := make([]result, n)
-				var next atomic.Int64
-				var wg sync.WaitGroup
-				for range benchLimit {
-					wg.Go(func() {
-						now := time.Since(epoch)
-						for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-							r := &results[i]
-							r.key = tasks[i].Key
-							r.val, r.err = tasks[i].Do(context.Background())
-							end := time.Since(epoch)
-							r.elapsed, now = end-now, end
-						}
-					})
-				}
-				wg.Wait()
-			}
-			perTask(b, n)
-		})
-	}
+			})
+		}
+		wg.Wait()
+	})
 }
 
 func BenchmarkRun(b *testing.B) {
-	for _, n := range sizes {
-		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
-			tasks := benchTasks(n)
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := fanout.Run(ctx, tasks, fanout.WithLimit(benchLimit)); err != nil {
-					b.Fatal(err)
-				}
-			}
-			perTask(b, n)
-		})
-	}
+	eachSize(b, "", func(b *testing.B, tasks []fanout.Task[int]) {
+		if _, err := fanout.Run(context.Background(), tasks, fanout.WithLimit(benchLimit)); err != nil {
+			b.Fatal(err)
+		}
+	})
 }
 
 // BenchmarkRunObserver shows what an observer costs: nothing when unset,
@@ -170,55 +165,41 @@ func countingObserver() *fanout.Observer {
 // BenchmarkHandRolled is what users write today for keyed results with
 // per-task timeouts: errgroup, a mutex-guarded map, and a timeout each.
 func BenchmarkHandRolled(b *testing.B) {
-	for _, n := range sizes {
-		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
-			tasks := benchTasks(n)
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				var mu sync.Mutex
-				vals := make(map[string]int, n)
-				errs := make(map[string]error)
-				g, gctx := errgroup.WithContext(ctx)
-				g.SetLimit(benchLimit)
-				for _, t := range tasks {
-					g.Go(func() error {
-						tctx, cancel := context.WithTimeout(gctx, time.Minute)
-						defer cancel()
-						v, err := t.Do(tctx)
-						mu.Lock()
-						defer mu.Unlock()
-						if err != nil {
-							errs[t.Key] = err
-						} else {
-							vals[t.Key] = v
-						}
-						return nil
-					})
+	eachSize(b, "", func(b *testing.B, tasks []fanout.Task[int]) {
+		n := len(tasks)
+		ctx := context.Background()
+		var mu sync.Mutex
+		vals := make(map[string]int, n)
+		errs := make(map[string]error)
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(benchLimit)
+		for _, t := range tasks {
+			g.Go(func() error {
+				tctx, cancel := context.WithTimeout(gctx, time.Minute)
+				defer cancel()
+				v, err := t.Do(tctx)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs[t.Key] = err
+				} else {
+					vals[t.Key] = v
 				}
-				_ = g.Wait()
-			}
-			perTask(b, n)
-		})
-	}
+				return nil
+			})
+		}
+		_ = g.Wait()
+	})
 }
 
 func BenchmarkRunTaskTimeout(b *testing.B) {
-	for _, n := range sizes {
-		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
-			tasks := benchTasks(n)
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				rs, err := fanout.Run(ctx, tasks, fanout.WithLimit(benchLimit), fanout.WithTaskTimeout(time.Minute))
-				if err != nil {
-					b.Fatal(err)
-				}
-				_ = rs.Values()
-			}
-			perTask(b, n)
-		})
-	}
+	eachSize(b, "", func(b *testing.B, tasks []fanout.Task[int]) {
+		rs, err := fanout.Run(context.Background(), tasks, fanout.WithLimit(benchLimit), fanout.WithTaskTimeout(time.Minute))
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = rs.Values()
+	})
 }
 
 // errLoopTimeout is BenchmarkTimeoutLoop's cause, as ErrTaskTimeout is
@@ -243,40 +224,34 @@ func BenchmarkTimeoutLoop(b *testing.B) {
 		return v, err
 	}
 	for _, shape := range []string{"pool", "cancellable", "sequential"} {
-		for _, n := range sizes {
-			b.Run(fmt.Sprint("shape=", shape, "/n=", n), func(b *testing.B) {
-				tasks := benchTasks(n)
-				ctx := context.Background()
-				b.ReportAllocs()
-				for b.Loop() {
-					vals := make([]int, n)
-					errs := make([]error, n)
-					if shape == "sequential" {
-						for i, t := range tasks {
-							vals[i], errs[i] = call(ctx, t)
-						}
-						continue
-					}
-					var next atomic.Int64
-					var wg sync.WaitGroup
-					for range benchLimit {
-						wg.Go(func() {
-							ctx := ctx
-							if shape == "cancellable" {
-								var stop context.CancelFunc
-								ctx, stop = context.WithCancel(ctx)
-								defer stop()
-							}
-							for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-								vals[i], errs[i] = call(ctx, tasks[i])
-							}
-						})
-					}
-					wg.Wait()
+		eachSize(b, "shape="+shape+"/", func(b *testing.B, tasks []fanout.Task[int]) {
+			n := len(tasks)
+			ctx := context.Background()
+			vals := make([]int, n)
+			errs := make([]error, n)
+			if shape == "sequential" {
+				for i, t := range tasks {
+					vals[i], errs[i] = call(ctx, t)
 				}
-				perTask(b, n)
-			})
-		}
+				return
+			}
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range benchLimit {
+				wg.Go(func() {
+					ctx := ctx
+					if shape == "cancellable" {
+						var stop context.CancelFunc
+						ctx, stop = context.WithCancel(ctx)
+						defer stop()
+					}
+					for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+						vals[i], errs[i] = call(ctx, tasks[i])
+					}
+				})
+			}
+			wg.Wait()
+		})
 	}
 }
 
